@@ -1,0 +1,3 @@
+from mot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""`mot`: one subcommand per pipeline stage (the Snakemake rules call these)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from mot.config import ConfigError, find_run, load_config, run_specs
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", nargs="+", default=["configs/pipeline.yaml"], metavar="FILE",
+                        help="config files, merged in order like `snakemake --configfile` (default: %(default)s)")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    _config_arg(parser)
+    parser.add_argument("--setting", required=True, help="e.g. chameleon")
+    parser.add_argument("--run", required=True, help="run name, e.g. mot")
+
+
+def cmd_check(args) -> int:
+    config = load_config(args.config)
+    for spec in run_specs(config):
+        print(f"{spec.setting}/{spec.name}: arch={spec.arch} untie={list(spec.untie)} fingerprint={spec.fingerprint(config)}")
+    return 0
+
+
+def cmd_init_tracking(args) -> int:
+    from mot.paths import StudyPaths
+    from mot.tracking import init_store, tracking_uri
+
+    config = load_config(args.config)
+    paths = StudyPaths.from_config(config)
+    ids = init_store(config["results_dir"], config["study"], list(config["settings"]))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.tracking_marker.write_text(json.dumps({"tracking_uri": tracking_uri(config["results_dir"]),
+                                                 "experiments": ids}, indent=2))
+    return 0
+
+
+def _data_logger(config, run_name: str):
+    from mot.paths import StudyPaths
+    from mot.tracking import DATA_EXPERIMENT, RunLogger, experiment_name
+    from mot.config import flatten
+
+    paths = StudyPaths.from_config(config)
+    return RunLogger.start_or_resume(
+        config["results_dir"], experiment_name(config["study"], DATA_EXPERIMENT), run_name,
+        paths.root / f".mlflow_{run_name}_run_id", {"stage": run_name, "study": config["study"]},
+        flatten({k: config[k] for k in ("data", "tokenizers", "sequences")}))
+
+
+def cmd_data(args) -> int:
+    from mot.data.stage import build_dataset
+    from mot.paths import StudyPaths
+
+    config = load_config(args.config)
+    manifest = build_dataset(config["data"], StudyPaths.from_config(config).data)
+    logger = _data_logger(config, "data")
+    for split, entry in manifest["splits"].items():
+        logger.log_metrics({f"data/{split}_samples": entry["n_samples"], f"data/{split}_bad": entry["n_bad"],
+                            **{f"data/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
+    logger.log_artifact(StudyPaths.from_config(config).data / "manifest.json")
+    logger.finish()
+    return 0
+
+
+def cmd_fit_tokenizers(args) -> int:
+    from mot.tokenizers.stage import fit_tokenizers
+
+    config = load_config(args.config)
+    logger = _data_logger(config, "tokenizers")
+    fit_tokenizers(config, logger)
+    logger.finish()
+    return 0
+
+
+def cmd_tokenize(args) -> int:
+    from mot.tokenizers.stage import tokenize_splits
+
+    config = load_config(args.config)
+    logger = _data_logger(config, "tokenize")
+    tokenize_splits(config, logger)
+    logger.finish()
+    return 0
+
+
+def cmd_train(args) -> int:
+    from mot.train.loop import train
+
+    config = load_config(args.config)
+    train(config, find_run(config, args.setting, args.run))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from evaluation.stage import evaluate
+
+    config = load_config(args.config)
+    evaluate(config, find_run(config, args.setting, args.run))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from evaluation.report import report
+
+    config = load_config(args.config)
+    report(config, args.setting)
+    return 0
+
+
+def cmd_params(args) -> int:
+    from mot.models.accounting import accounting_table
+
+    config = load_config([args.config_file])
+    rows = accounting_table(config)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from mot.models.accounting import format_table
+    print(format_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mot", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands = {
+        "check": (cmd_check, _config_arg, "validate the config and list every run of the grid"),
+        "init-tracking": (cmd_init_tracking, _config_arg, "create the MLflow store and the study's experiments"),
+        "data": (cmd_data, _config_arg, "build webdataset shards (synthetic or imported) with a manifest"),
+        "fit-tokenizers": (cmd_fit_tokenizers, _config_arg, "fit the text BPE and the image VQ-VAE on train"),
+        "tokenize": (cmd_tokenize, _config_arg, "encode every split into token arrays"),
+        "train": (cmd_train, _run_args, "train one run (resumes from its last checkpoint)"),
+        "evaluate": (cmd_evaluate, _run_args, "evaluate one trained run (val loss, captioning CIDEr)"),
+        "report": (cmd_report, lambda p: (_config_arg(p), p.add_argument("--setting", required=True)),
+                   "study report of one setting: plots and tables, logged to MLflow"),
+    }
+    for name, (func, add_args, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(func=func)
+    p = sub.add_parser("params", help="parameter counts and FLOPs per token of every run, beside the paper's formulas",
+                       description="parameter counts and FLOPs per token of every run, beside the paper's formulas")
+    p.add_argument("config_file", metavar="CONFIG")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from mot.tracking import quiet_mlflow
+    quiet_mlflow()
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from mot.data.shards import DataError
+        if isinstance(err, DataError):
+            print(f"data error: {err}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

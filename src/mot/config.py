@@ -1,0 +1,256 @@
+"""Study configuration: load YAML files, validate against the schema, resolve the run grid.
+
+Errors are one line naming the config file, the key path and what was expected, and
+happen here, at the edge; everything downstream trusts the validated config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+COMPONENTS = ("attn", "ffn", "norm")
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as `file: key.path: what was expected`."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Merge like Snakemake merges several config files: later files win, dicts merge."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return loaded
+
+
+def _without_defaults(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without_defaults(v) for k, v in schema.items() if k != "default"}
+    return schema
+
+
+def _schema() -> dict:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    for section in ("model", "train"):
+        schema["$defs"][f"{section}_override"] = _without_defaults(schema["$defs"][section])
+    return schema
+
+
+def _filling_validator():
+    """Draft 2020-12 validator that also fills `default`s in (as Snakemake's validate does)."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": fill_defaults})
+
+
+def _key_path(path: Iterable) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _file_defining(path: list, sources: list[tuple[Path, dict]]) -> Path:
+    """The last config file that defines the longest prefix of `path` (where the user should look)."""
+    best, best_depth = sources[-1][0], -1
+    for file, content in sources:
+        node, depth = content, 0
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+            depth += 1
+        if depth >= best_depth:
+            best, best_depth = file, depth
+    return best
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[list, str]:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return path + [extra[0]], f"unknown key (expected one of: {', '.join(allowed)})"
+    if error.validator == "type":
+        return path, f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if error.validator == "enum":
+        return path, f"expected one of {error.validator_value}, got {error.instance!r}"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return path + [missing[0]], "required key is missing"
+    return path, error.message
+
+
+def validate(config: dict, files: list[Path]) -> dict:
+    """Validate a merged config (filling defaults in place); raise ConfigError on the first problem."""
+    sources = [(Path(f), read_yaml(Path(f))) for f in files] or [(Path("<config>"), config)]
+    validator = _filling_validator()(_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        path, what = _describe(errors[0])
+        raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
+    for path, what in _semantic_problems(config):
+        raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
+    return config
+
+
+def _semantic_problems(config: dict):
+    """Cross-field rules the schema cannot express."""
+    for setting, setting_cfg in config["settings"].items():
+        modalities = setting_cfg["modalities"]
+        for run_name, run_cfg in setting_cfg["runs"].items():
+            at = ["settings", setting, "runs", run_name]
+            model = resolve_section(config, setting, run_name, "model")
+            if model["d_model"] % model["n_heads"]:
+                yield at + ["model", "n_heads"], (
+                    f"d_model={model['d_model']} must be divisible by n_heads={model['n_heads']}")
+            if (model["d_model"] // model["n_heads"]) % 2:
+                yield at + ["model", "n_heads"], "head dimension d_model/n_heads must be even (rotary embeddings)"
+            groups = run_cfg.get("groups")
+            if groups is not None:
+                flat = [m for group in groups for m in group]
+                unknown = sorted(set(flat) - set(modalities))
+                if unknown:
+                    yield at + ["groups"], f"modality {unknown[0]!r} is not in this setting's modalities {modalities}"
+                elif sorted(flat) != sorted(modalities):
+                    yield at + ["groups"], f"expected a partition of {modalities} (each modality exactly once)"
+            moe_modalities = (run_cfg.get("moe") or {}).get("modalities") or []
+            unknown = sorted(set(moe_modalities) - set(modalities))
+            if unknown:
+                yield at + ["moe", "modalities"], f"modality {unknown[0]!r} is not in this setting's modalities {modalities}"
+        if setting == "chameleon" and sorted(modalities) != ["image", "text"]:
+            yield ["settings", setting, "modalities"], "expected [text, image] for the chameleon setting"
+
+
+def load_config(files: Iterable[str | Path]) -> dict:
+    """Read, merge (in order) and validate config files, as `snakemake --configfile A B` would."""
+    files = [Path(f) for f in files]
+    if not files:
+        raise ConfigError("no config file given (pass --config configs/pipeline.yaml)")
+    merged: dict = {}
+    for file in files:
+        merged = deep_merge(merged, read_yaml(file))
+    return validate(merged, files)
+
+
+def resolve_section(config: dict, setting: str, run: str, section: str) -> dict:
+    """Global section, overridden by the setting's, overridden by the run's."""
+    setting_cfg = config["settings"][setting]
+    resolved = copy.deepcopy(config.get(section, {}))
+    for override in (setting_cfg.get(section), setting_cfg["runs"][run].get(section)):
+        if override:
+            resolved = deep_merge(resolved, override)
+    # the global section had its defaults filled; overrides only carry what they name
+    return resolved
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the grid: a (setting, run, seed) with everything resolved."""
+
+    study: str
+    setting: str
+    name: str          # directory and MLflow run name, e.g. "mot" or "mot-s1"
+    base_name: str     # the run's name in the config
+    seed: int
+    arch: str
+    ablation: str
+    modalities: tuple[str, ...]
+    untie: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
+    moe: dict | None
+    model: dict
+    train: dict
+
+    def as_dict(self) -> dict:
+        return {
+            "study": self.study, "setting": self.setting, "run": self.name, "seed": self.seed,
+            "arch": self.arch, "ablation": self.ablation, "modalities": list(self.modalities),
+            "untie": list(self.untie), "groups": [list(g) for g in self.groups], "moe": self.moe,
+            "model": self.model, "train": self.train,
+        }
+
+    def fingerprint(self, config: dict) -> str:
+        """Hash of everything that determines this run's result (Snakemake reruns it when it changes)."""
+        relevant = {"run": self.as_dict(), **{k: config[k] for k in ("data", "tokenizers", "sequences")}}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_specs(config: dict, setting: str | None = None) -> list[RunSpec]:
+    """Every run of the grid (all seeds), in config order."""
+    seeds = config["seeds"]
+    specs = []
+    for setting_name, setting_cfg in config["settings"].items():
+        if setting is not None and setting_name != setting:
+            continue
+        modalities = tuple(setting_cfg["modalities"])
+        for base_name, run_cfg in setting_cfg["runs"].items():
+            groups = run_cfg.get("groups") or [[m] for m in modalities]
+            moe = copy.deepcopy(run_cfg.get("moe"))
+            if moe is not None:
+                moe["modalities"] = moe.get("modalities") or list(modalities)
+            for seed in seeds:
+                specs.append(RunSpec(
+                    study=config["study"], setting=setting_name,
+                    name=base_name if len(seeds) == 1 else f"{base_name}-s{seed}",
+                    base_name=base_name, seed=seed,
+                    arch=run_cfg.get("arch", base_name), ablation=run_cfg.get("ablation", "none"),
+                    modalities=modalities,
+                    untie=tuple(c for c in COMPONENTS if c in run_cfg.get("untie", [])),
+                    groups=tuple(tuple(g) for g in groups), moe=moe,
+                    model=resolve_section(config, setting_name, base_name, "model"),
+                    train=resolve_section(config, setting_name, base_name, "train"),
+                ))
+    return specs
+
+
+def find_run(config: dict, setting: str, run: str) -> RunSpec:
+    for spec in run_specs(config, setting):
+        if spec.name == run:
+            return spec
+    names = [s.name for s in run_specs(config, setting)]
+    raise ConfigError(f"settings.{setting}.runs: no run named {run!r} (runs: {', '.join(names)})")
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config as flat `a.b.c` -> string params (what MLflow stores)."""
+    if isinstance(config, dict):
+        flat: dict[str, str] = {}
+        for key, value in config.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): json.dumps(config) if isinstance(config, (list, type(None))) else str(config)}

@@ -1,0 +1,137 @@
+"""The ``mot data`` stage: build train/val/test shards and the manifest.
+
+The manifest is written last and atomically, so its presence means every shard
+it lists is complete; a failed or interrupted run leaves no manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from mot.data.coco import iter_coco_captions
+from mot.data.shards import MANIFEST_NAME, DataError, Sample, write_split
+from mot.data.synthetic import iter_synthetic
+
+logger = logging.getLogger("mot.data")
+
+
+@dataclass
+class SplitPlan:
+    """What to write for one split."""
+
+    name: str
+    samples: Iterable[Sample]
+    total: int | None  # for the progress bar; None when unknown up front
+    image_size: int | None  # resize target, None keeps source size
+
+
+def build_dataset(data_cfg: dict, out_dir: Path) -> dict:
+    """Write every split of data_cfg["source"] under out_dir; return the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_previous_manifest(out_dir)
+    source = data_cfg["source"]
+    max_bad_fraction = float(data_cfg["max_bad_fraction"])
+
+    split_entries = {}
+    for plan in _plan_splits(data_cfg):
+        _remove_stale_shards(out_dir, plan.name)
+        entry = write_split(
+            plan.samples, out_dir, plan.name, int(data_cfg["shard_size"]), plan.total, plan.image_size
+        )
+        _log_split(plan.name, entry)
+        _check_bad_fraction(plan.name, entry, max_bad_fraction)
+        split_entries[plan.name] = entry
+
+    manifest = {"source": source, "splits": split_entries, "created_by": "mot data"}
+    _write_json_atomically(out_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _plan_splits(data_cfg: dict) -> list[SplitPlan]:
+    source = data_cfg["source"]
+    if source == "synthetic":
+        return _synthetic_splits(data_cfg["synthetic"])
+    if source == "coco":
+        return _coco_splits(data_cfg["coco"])
+    raise DataError(f"data.source: unknown source {source!r} (expected 'synthetic' or 'coco')")
+
+
+def _synthetic_splits(cfg: dict) -> list[SplitPlan]:
+    plans = []
+    # Distinct seeds and key prefixes keep the three sample streams disjoint.
+    for offset, split in enumerate(("train", "val", "test")):
+        n = int(cfg[f"n_{split}"])
+        samples = iter_synthetic(
+            n,
+            seed=int(cfg["seed"]) + offset,
+            image_size=int(cfg["image_size"]),
+            min_shapes=int(cfg["min_shapes"]),
+            max_shapes=int(cfg["max_shapes"]),
+            captions_per_image=int(cfg["captions_per_image"]),
+            key_prefix=f"syn-{split}",
+        )
+        plans.append(SplitPlan(split, samples, total=n, image_size=None))
+    return plans
+
+
+def _coco_splits(cfg: dict) -> list[SplitPlan]:
+    image_size = cfg.get("image_size")
+    plans = []
+    for split in ("train", "val", "test"):
+        captions_json, image_dir = cfg.get(f"{split}_json"), cfg.get(f"{split}_images")
+        if split == "test" and captions_json is None:
+            continue  # COCO test captions are optional
+        if captions_json is None or image_dir is None:
+            raise DataError(f"data.coco.{split}_json and data.coco.{split}_images are required")
+        samples = iter_coco_captions(Path(captions_json), Path(image_dir))
+        plans.append(SplitPlan(split, samples, total=None, image_size=image_size))
+    return plans
+
+
+def _check_bad_fraction(split: str, entry: dict, max_bad_fraction: float) -> None:
+    n_bad = entry["n_bad"]
+    total = n_bad + entry["n_samples"]
+    if total and n_bad / total > max_bad_fraction:
+        raise DataError(
+            f"{split}: {n_bad} of {total} samples are bad ({_format_reasons(entry)}), "
+            f"above data.max_bad_fraction={max_bad_fraction}"
+        )
+
+
+def _log_split(split: str, entry: dict) -> None:
+    logger.info(
+        "%s: wrote %d samples in %d shards, %d bad (%s)",
+        split, entry["n_samples"], len(entry["shards"]), entry["n_bad"], _format_reasons(entry),
+    )
+
+
+def _format_reasons(entry: dict) -> str:
+    reasons = entry["bad_by_reason"]
+    return ", ".join(f"{reason}={count}" for reason, count in reasons.items()) or "none"
+
+
+def _remove_previous_manifest(out_dir: Path) -> None:
+    # An old manifest must not vouch for shards this run is about to overwrite.
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def _remove_stale_shards(out_dir: Path, split: str) -> None:
+    # A previous, larger build could leave extra shards behind.
+    for path in out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].tar"):
+        path.unlink()
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

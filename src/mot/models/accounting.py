@@ -1,0 +1,155 @@
+"""Parameter and FLOP accounting, from the config (analytic) and from a built model (counted).
+
+FLOPs count matmuls and attention (2 per multiply-add), as in nanoGPT / the Chinchilla appendix:
+forward = 2 * (active matmul parameters) + 4 * n_layers * seq_len * d_model; training = 3 x forward.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from torch import nn
+
+from mot.models.plan import modality_id
+from mot.models.transformer import ModelConfig
+
+COMPONENT_OF_MODULE = {"qkv": "attn", "out": "attn", "q_norm": "attn", "k_norm": "attn",
+                       "attn_norm": "norm", "ffn_norm": "norm", "final_norm": "norm",
+                       "ffn": "ffn", "embed": "embedding", "head": "head"}
+
+
+def norm_params(cfg: ModelConfig, dim: int) -> int:
+    return dim * (2 if cfg.norm == "layernorm" else 1)
+
+
+def attn_params(cfg: ModelConfig) -> int:
+    d = cfg.d_model
+    return 4 * d * d + (2 * norm_params(cfg, cfg.head_dim) if cfg.qk_norm else 0)
+
+
+def ffn_params(cfg: ModelConfig, moe: bool = False) -> int:
+    dense = 3 * cfg.d_model * cfg.ffn_hidden
+    if not moe:
+        return dense
+    experts = cfg.plan.moe.experts
+    return experts * dense + cfg.d_model * experts  # experts + router
+
+
+def layer_norm_params(cfg: ModelConfig) -> int:
+    return 2 * norm_params(cfg, cfg.d_model)
+
+
+def analytic_parameters(cfg: ModelConfig) -> dict:
+    """Parameter counts implied by the config alone (checked against the built model in tests)."""
+    plan = cfg.plan
+    per_layer = {
+        "attn": plan.n_sets("attn") * attn_params(cfg),
+        "ffn": sum(ffn_params(cfg, plan.ffn_is_moe(g)) for g in range(plan.n_sets("ffn"))),
+        "norm": plan.n_sets("norm") * layer_norm_params(cfg),
+    }
+    components = {k: cfg.n_layers * v for k, v in per_layer.items()}
+    components["norm"] += plan.n_sets("norm") * norm_params(cfg, cfg.d_model)  # final norm
+    components["embedding"] = cfg.vocab_size * cfg.d_model
+    components["head"] = cfg.vocab_size * cfg.d_model
+    non_embedding = components["attn"] + components["ffn"] + components["norm"]
+    return {"total": sum(components.values()), "non_embedding": non_embedding, "components": components}
+
+
+def active_matmul_parameters(cfg: ModelConfig, modality: str) -> int:
+    """Matmul parameters one token of `modality` passes through (router + one expert for MoE)."""
+    plan = cfg.plan
+    ffn_set = plan.group_of_modality[modality_id(modality)] if plan.n_sets("ffn") > 1 else 0
+    moe = plan.ffn_is_moe(ffn_set)
+    ffn = 3 * cfg.d_model * cfg.ffn_hidden + (cfg.d_model * plan.moe.experts if moe else 0)
+    return cfg.n_layers * (4 * cfg.d_model * cfg.d_model + ffn) + cfg.vocab_size * cfg.d_model
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, modality: str = "text") -> dict:
+    forward = 2 * active_matmul_parameters(cfg, modality) + 4 * cfg.n_layers * seq_len * cfg.d_model
+    return {"forward": forward, "train": 3 * forward}
+
+
+def paper_formulas(cfg: ModelConfig, n_modalities: int) -> dict:
+    """The paper's extra-parameter formulas, in its D^2 form and with this model's real FFN width."""
+    d, k, layers = cfg.d_model, n_modalities, cfg.n_layers
+    experts = cfg.plan.moe.experts if cfg.plan.moe else 4
+    return {
+        "mot_extra_paper": layers * 7 * (k - 1) * d * d,
+        "mot_extra_real": layers * (k - 1) * (attn_params(cfg) + 3 * d * cfg.ffn_hidden),
+        "mot_extra_real_with_norms": (k - 1) * (layers * (attn_params(cfg) + 3 * d * cfg.ffn_hidden
+                                                          + layer_norm_params(cfg)) + norm_params(cfg, d)),
+        "moe_extra_paper": layers * ((experts - 1) * 3 * d * d + experts * d),
+        "moe_extra_real": layers * ((experts - 1) * 3 * d * cfg.ffn_hidden + experts * d),
+    }
+
+
+def counted_parameters(model: nn.Module, cfg: ModelConfig) -> dict:
+    """Count the model's nn.Parameters by component and by parameter set's modalities."""
+    components: dict[str, int] = defaultdict(int)
+    per_modality: dict[str, int] = defaultdict(int)
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        component = next(COMPONENT_OF_MODULE[part] for part in parts if part in COMPONENT_OF_MODULE)
+        components[component] += p.numel()
+        if component in ("embedding", "head"):
+            continue
+        # a grouped parameter's leading axis is its parameter sets; shared ones count for every modality
+        n_sets = cfg.plan.n_sets(component)
+        for m in cfg.plan.modalities:
+            if n_sets == 1:
+                per_modality[m] += p.numel()
+            elif component == "ffn" and parts[parts.index("ffn") + 1] == "blocks":
+                set_index = int(parts[parts.index("ffn") + 2])  # blocks.{layer}.ffn.blocks.{set}...
+                if m in cfg.plan.groups[set_index]:
+                    per_modality[m] += p.numel()
+            else:
+                per_modality[m] += p.numel() // n_sets
+    total = sum(components.values())
+    non_embedding = total - components["embedding"] - components["head"]
+    return {"total": total, "non_embedding": non_embedding, "components": dict(components),
+            "per_modality": dict(per_modality)}
+
+
+def run_accounting(run, vocab_size: int, seq_len: int) -> dict:
+    """Everything `mot params` prints for one run (from the config alone)."""
+    from mot.models.factory import model_config
+
+    cfg = model_config(run, vocab_size, seq_len)
+    params = analytic_parameters(cfg)
+    per_modality = {m: active_matmul_parameters(cfg, m) for m in cfg.plan.modalities}
+    return {
+        "setting": run.setting, "run": run.name, "untie": list(run.untie), "moe": bool(run.moe),
+        "params_total": params["total"], "params_non_embedding": params["non_embedding"],
+        "params_by_component": params["components"],
+        "active_matmul_params_per_token": per_modality,
+        "flops_per_token": {m: flops_per_token(cfg, seq_len, m) for m in cfg.plan.modalities},
+        "paper_formulas": paper_formulas(cfg, len(cfg.plan.modalities)),
+    }
+
+
+def expected_vocab_size(config: dict) -> int:
+    """Vocabulary implied by the config (the fitted BPE may come out smaller than its budget)."""
+    return config["tokenizers"]["text"]["vocab_size"] + config["tokenizers"]["image_vq"]["codebook_size"]
+
+
+def accounting_table(config: dict) -> list[dict]:
+    from mot.config import run_specs
+
+    vocab, seq_len = expected_vocab_size(config), config["sequences"]["seq_len"]
+    return [run_accounting(run, vocab, seq_len) for run in run_specs(config)]
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (f"{'setting/run':32} {'total':>10} {'non-emb':>10} {'attn':>9} {'ffn':>9} {'norm':>7}"
+              f" {'train FLOPs/tok':>16} {'MoT extra (paper 7(K-1)D^2·L)':>30} {'(real widths)':>14}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        comp = row["params_by_component"]
+        flops = next(iter(row["flops_per_token"].values()))["train"]
+        paper = row["paper_formulas"]
+        lines.append(f"{row['setting'] + '/' + row['run']:32} {row['params_total']:>10,} "
+                     f"{row['params_non_embedding']:>10,} {comp['attn']:>9,} {comp['ffn']:>9,} {comp['norm']:>7,}"
+                     f" {flops:>16,} {paper['mot_extra_paper']:>30,} {paper['mot_extra_real_with_norms']:>14,}")
+    lines.append("FLOPs: 2 x active matmul params + 4·L·T·D attention, x3 for training. "
+                 "Vocabulary = the config's BPE budget + codebook (the fitted BPE may be smaller).")
+    return "\n".join(lines)

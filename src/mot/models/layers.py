@@ -1,0 +1,150 @@
+"""Grouped building blocks: each holds `n_sets` parameter sets and applies set g to the g-th
+contiguous chunk of a modality-sorted token matrix. With one set they are ordinary layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def per_set(x: torch.Tensor, sizes: tuple[int, ...], n_sets: int, apply) -> torch.Tensor:
+    """apply(chunk, g) over the chunks of x (rows sorted by set); one call when n_sets == 1."""
+    if n_sets == 1:
+        return apply(x, 0)
+    return torch.cat([apply(chunk, g) for g, chunk in enumerate(x.split(sizes))], dim=0)
+
+
+class GroupedLinear(nn.Module):
+    """Bias-free linear layer with one [d_in, d_out] weight per parameter set."""
+
+    def __init__(self, n_sets: int, d_in: int, d_out: int):
+        super().__init__()
+        self.n_sets = n_sets
+        self.weight = nn.Parameter(torch.empty(n_sets, d_in, d_out))
+
+    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        return per_set(x, sizes, self.n_sets, lambda chunk, g: chunk @ self.weight[g])
+
+
+class GroupedNorm(nn.Module):
+    """RMSNorm or LayerNorm with one affine parameter set per modality group."""
+
+    def __init__(self, n_sets: int, dim: int, kind: str = "rmsnorm", eps: float = 1e-5):
+        super().__init__()
+        self.n_sets, self.kind, self.eps, self.dim = n_sets, kind, eps, dim
+        self.weight = nn.Parameter(torch.ones(n_sets, dim))
+        self.bias = nn.Parameter(torch.zeros(n_sets, dim)) if kind == "layernorm" else None
+
+    def norm_set(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        if self.kind == "rmsnorm":
+            return F.rms_norm(x, (self.dim,), self.weight[g], self.eps)
+        return F.layer_norm(x, (self.dim,), self.weight[g], self.bias[g], self.eps)
+
+    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        return per_set(x, sizes, self.n_sets, self.norm_set)
+
+
+def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    return (F.silu(x @ w_gate) * (x @ w_up)) @ w_down
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward with `n_sets` independent weight sets (experts or modality groups)."""
+
+    def __init__(self, n_sets: int, d_model: int, hidden: int):
+        super().__init__()
+        self.n_sets = n_sets
+        self.w_gate = nn.Parameter(torch.empty(n_sets, d_model, hidden))
+        self.w_up = nn.Parameter(torch.empty(n_sets, d_model, hidden))
+        self.w_down = nn.Parameter(torch.empty(n_sets, hidden, d_model))
+
+    def apply_set(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        return swiglu(x, self.w_gate[g], self.w_up[g], self.w_down[g])
+
+    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        return per_set(x, sizes, self.n_sets, self.apply_set)
+
+
+class MoEFFN(nn.Module):
+    """Mixture of SwiGLU experts with a learned router: top-1 token choice (Switch, with the
+    load-balancing loss) or expert choice (each expert takes its top-capacity tokens)."""
+
+    def __init__(self, d_model: int, hidden: int, experts: int, routing: str, capacity_factor: float):
+        super().__init__()
+        self.experts, self.routing, self.capacity_factor = experts, routing, capacity_factor
+        self.router = nn.Parameter(torch.empty(d_model, experts))
+        self.ffn = SwiGLU(experts, d_model, hidden)
+        self.last_aux_loss: torch.Tensor | None = None
+        self.last_load: torch.Tensor | None = None  # fraction of tokens per expert (device tensor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return x
+        probs = torch.softmax((x @ self.router).float(), dim=-1)
+        if self.routing == "expert_choice":
+            return self._expert_choice(x, probs)
+        return self._top1(x, probs)
+
+    def _top1(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        gate, expert = probs.max(dim=-1)
+        order = torch.argsort(expert, stable=True)
+        counts = torch.bincount(expert, minlength=self.experts)
+        load = counts.float() / x.shape[0]
+        self.last_load = load.detach()
+        self.last_aux_loss = self.experts * (load * probs.mean(dim=0)).sum()
+        x_sorted = x[order]
+        if x.is_cuda and hasattr(torch, "_grouped_mm") and x.dtype == torch.bfloat16:
+            # device offsets: no host-device sync (Hopper grouped GEMM)
+            offsets = torch.cumsum(counts, 0).to(torch.int32)
+            h = F.silu(torch._grouped_mm(x_sorted, self.ffn.w_gate.to(x.dtype), offs=offsets))
+            h = h * torch._grouped_mm(x_sorted, self.ffn.w_up.to(x.dtype), offs=offsets)
+            y_sorted = torch._grouped_mm(h, self.ffn.w_down.to(x.dtype), offs=offsets)
+        else:
+            y_sorted = per_set(x_sorted, tuple(counts.tolist()), self.experts, self.ffn.apply_set)
+        y = torch.empty_like(y_sorted)
+        y[order] = y_sorted
+        return y * gate.unsqueeze(-1).to(y.dtype)
+
+    def _expert_choice(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        n_tokens = x.shape[0]
+        capacity = min(n_tokens, max(1, math.ceil(self.capacity_factor * n_tokens / self.experts)))
+        gate, token_index = probs.t().topk(capacity, dim=-1)  # [experts, capacity]
+        out = torch.zeros_like(x)
+        for e in range(self.experts):
+            y = self.ffn.apply_set(x[token_index[e]], e) * gate[e].unsqueeze(-1).to(x.dtype)
+            out = out.index_add(0, token_index[e], y)
+        self.last_load = torch.full((self.experts,), capacity / n_tokens, device=x.device)
+        self.last_aux_loss = probs.new_zeros(())
+        return out
+
+
+class GroupedFFN(nn.Module):
+    """One FFN per parameter set; each is a plain SwiGLU or an MoE, as the plan says."""
+
+    def __init__(self, n_sets: int, d_model: int, hidden: int, moe_sets: tuple[bool, ...], moe_cfg=None):
+        super().__init__()
+        self.n_sets = n_sets
+        self.moe_sets = moe_sets
+        if not any(moe_sets):
+            self.dense = SwiGLU(n_sets, d_model, hidden)
+        else:
+            self.blocks = nn.ModuleList([
+                MoEFFN(d_model, hidden, moe_cfg.experts, moe_cfg.routing, moe_cfg.capacity_factor)
+                if is_moe else SwiGLU(1, d_model, hidden)
+                for is_moe in moe_sets
+            ])
+
+    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        if not any(self.moe_sets):
+            return self.dense(x, sizes)
+        return per_set(x, sizes, self.n_sets, self.apply_set)
+
+    def apply_set(self, chunk: torch.Tensor, g: int) -> torch.Tensor:
+        block = self.blocks[g]
+        return block(chunk) if isinstance(block, MoEFFN) else block.apply_set(chunk, 0)
+
+    def moe_blocks(self) -> list[MoEFFN]:
+        return [b for b in getattr(self, "blocks", []) if isinstance(b, MoEFFN)]

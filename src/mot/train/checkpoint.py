@@ -1,0 +1,38 @@
+"""Atomic checkpoints: a killed job resumes from the newest complete one."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+CHECKPOINT = re.compile(r"step_(\d+)\.pt$")
+
+
+def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{step:07d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    for old in sorted(checkpoints(directory))[:-keep]:
+        old[1].unlink(missing_ok=True)
+    return path
+
+
+def checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    if not directory.exists():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CHECKPOINT.search(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def load_checkpoint(path: Path, device="cpu") -> dict:
+    return torch.load(path, map_location=device, weights_only=False)

@@ -1,0 +1,29 @@
+"""AdamW with decoupled weight decay on matrices only, and a warmup + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # norms, embeddings and routers keep their scale; weight matrices decay
+        (decay if p.dim() >= 2 and "norm" not in name and "embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": train_cfg["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]), fused=fused or None)
+
+
+def lr_at(step: int, train_cfg: dict) -> float:
+    """Linear warmup to lr, then cosine decay to lr * min_lr_ratio at the last step."""
+    peak, steps, warmup = train_cfg["lr"], train_cfg["steps"], train_cfg["warmup_steps"]
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    floor = peak * train_cfg["min_lr_ratio"]
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))

@@ -1,0 +1,30 @@
+rule init_tracking:
+    """Create the MLflow store and every experiment once: concurrent first writers into a new sqlite store crash."""
+    output:
+        f"{ROOT}/tracking.json",
+    log:
+        f"{ROOT}/logs/init_tracking.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "mot init-tracking --config {CFG} > {log} 2>&1"
+
+
+rule data:
+    """Synthetic (or imported) captioned images as webdataset shards with a manifest."""
+    input:
+        rules.init_tracking.output,
+    output:
+        f"{ROOT}/data/manifest.json",
+    params:
+        fingerprint=section_fingerprint("data"),
+    log:
+        f"{ROOT}/logs/data.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "mot data --config {CFG} > {log} 2>&1"

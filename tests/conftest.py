@@ -1,0 +1,34 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(*args, cwd=REPO, check=False, timeout=900) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI of this environment on the repository's Snakefile."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@pytest.fixture
+def smoke_config(tmp_path) -> Path:
+    """configs/smoke.yaml with its results under tmp_path."""
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["results_dir"] = str(tmp_path / "results")
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def java_available() -> bool:
+    return shutil.which("java") is not None

@@ -1,0 +1,53 @@
+"""The real DAG on configs/smoke.yaml, end to end, into a real MLflow store."""
+
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import snakemake
+
+
+@pytest.mark.slow
+def test_smoke_study_runs_end_to_end_into_mlflow(smoke_config, tmp_path):
+    result = snakemake("--cores", "2", "--configfile", str(smoke_config), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    config = yaml.safe_load(smoke_config.read_text())
+    root = tmp_path / "results" / config["study"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"{config['study']}/chameleon")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"dense", "mot", "report"}
+
+    for name in ("dense", "mot"):
+        run = runs[name]
+        assert run.data.tags["setting"] == "chameleon" and run.data.tags["arch"] == name
+        assert {"seed", "ablation", "git_commit"} <= set(run.data.tags)
+        assert run.data.params["model.d_model"] == "32"
+        for key in ("val/loss_text", "val/loss_image", "eval/cider", "eval/cider_constant",
+                    "perf/tokens_per_s", "perf/flops_per_token", "train/loss_text", "train/loss_image"):
+            assert key in run.data.metrics, key
+        history = client.get_metric_history(run.info.run_id, "val/loss_image")
+        assert [m.step for m in history] == [0, 10, 20, 30]  # step 0 + every eval_every, no duplicates
+        assert history[-1].value < history[0].value  # it learns
+
+        eval_dir = root / "chameleon" / name / "eval"
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        assert metrics["eval/cider"] == pytest.approx(run.data.metrics["eval/cider"])
+        predictions = json.loads((eval_dir / "captions_pred.json").read_text())
+        references = json.loads((eval_dir / "captions_ref.json").read_text())
+        assert len(predictions) == config["eval"]["caption_images"]
+        assert {p["image_id"] for p in predictions} == {i["id"] for i in references["images"]}
+        assert (root / "chameleon" / name / "train" / "mlflow_run_id").read_text().strip() == run.info.run_id
+
+    report = root / "chameleon" / "report"
+    assert "| mot | image |" in (report / "speedup.md").read_text()
+    for png in ("val_loss_image_vs_step.png", "val_loss_text_vs_flops.png"):
+        assert (report / png).stat().st_size > 1000
+    assert "speedup/steps_frac_image" in runs["report"].data.metrics or "not reached" in (report / "speedup.md").read_text()
+
+    # a second invocation has nothing to do
+    again = snakemake("-n", "--cores", "2", "--configfile", str(smoke_config))
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -85,3 +85,66 @@ def test_dry_run_plans_every_stage_in_order(smoke_config):
     for upstream, downstream in [("data", "fit_tokenizers"), ("fit_tokenizers", "tokenize"), ("tokenize", "train"),
                                  ("train", "evaluate"), ("evaluate", "report"), ("init_tracking", "data")]:
         assert (upstream, downstream) in edges
+
+
+# --- every kind of bad config stops with one line naming the file, the key path and the expectation
+
+def modified(change):
+    config = base()
+    change(config)
+    return config
+
+
+BAD_CONFIGS = {
+    "unknown key": (lambda c: c["train"].update(stpes=3), r"train\.stpes: unknown key"),
+    "wrong type": (lambda c: c["model"].update(n_layers=2.5), r"model\.n_layers: expected integer"),
+    "out of range": (lambda c: c["data"].update(max_bad_fraction=1.5), r"data\.max_bad_fraction: 1\.5 is greater than"),
+    "heads do not divide d_model": (lambda c: c["model"].update(n_heads=3),
+                                    r"settings\.chameleon\.runs\.dense\.model\.n_heads: d_model=32 must be divisible by n_heads=3"),
+    "unknown component (architecture)": (lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(untie=["attention"]),
+                                         r"settings\.chameleon\.runs\.mot\.untie\[0\]: expected one of \['attn', 'ffn', 'norm'\]"),
+    "unknown modality in a merge": (lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(groups=[["text"], ["audio"]]),
+                                    r"settings\.chameleon\.runs\.mot\.groups\[1\]\[0\]: expected one of \['text', 'image', 'speech'\]"),
+    "modality outside the setting": (lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(groups=[["text"], ["speech"]]),
+                                     r"settings\.chameleon\.runs\.mot\.groups: modality 'speech' is not in this setting"),
+    "MoE subset on a shared FFN": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"untie": [], "moe": {"modalities": ["text"]}}),
+                                   r"settings\.chameleon\.runs\.moe4x\.moe\.modalities: a shared FFN is an MoE"),
+    "missing data path": (lambda c: c["data"].update(source="coco", coco={"train_json": "/nonexistent/a.json", "train_images": "/tmp",
+                                                                           "val_json": "/tmp", "val_images": "/tmp"}),
+                          r"data\.coco\.train_json: path '/nonexistent/a\.json' does not exist"),
+    "empty seeds": (lambda c: c.update(seeds=[]), r"seeds: \[\] should be non-empty"),
+    "unknown setting": (lambda c: c["settings"].update(flamingo={"modalities": ["text"], "runs": {"dense": {}}}),
+                        r"settings\.flamingo: unknown key \(expected one of: chameleon, chameleon_speech, transfusion\)"),
+    "bad run name": (lambda c: c["settings"]["chameleon"]["runs"].update({"My Run": {}}), r"settings\.chameleon\.runs"),
+    "unknown routing": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"moe": {"routing": "top2"}}),
+                        r"settings\.chameleon\.runs\.moe4x\.moe\.routing: expected one of \['top1', 'expert_choice'\]"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_CONFIGS))
+def test_bad_config_kind_gives_one_line_error(tmp_path, kind):
+    change, message = BAD_CONFIGS[kind]
+    path = write(tmp_path, modified(change))
+    with pytest.raises(ConfigError) as err:
+        load_config([path])
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: ")
+    assert __import__("re").search(message, text), text
+
+
+def test_duplicate_run_name_is_rejected(tmp_path):
+    path = tmp_path / "dup.yaml"
+    text = (REPO / "configs" / "smoke.yaml").read_text()
+    path.write_text(text.replace("      mot: {arch: mot", "      dense: {arch: dense}\n      mot: {arch: mot"))
+    with pytest.raises(ConfigError, match=rf"^{path}: line \d+: duplicate key 'dense'$"):
+        load_config([path])
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config([path])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config([tmp_path / "nope.yaml"])

@@ -36,9 +36,24 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that rejects a key given twice in one mapping (e.g. two runs with one name)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: Path) -> dict:
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as err:
@@ -152,8 +167,21 @@ def _semantic_problems(config: dict):
             unknown = sorted(set(moe_modalities) - set(modalities))
             if unknown:
                 yield at + ["moe", "modalities"], f"modality {unknown[0]!r} is not in this setting's modalities {modalities}"
+            elif moe_modalities and "ffn" not in run_cfg.get("untie", []) and set(moe_modalities) != set(modalities):
+                yield at + ["moe", "modalities"], ("a shared FFN is an MoE for every modality: list all of "
+                                                   f"{modalities} or add ffn to untie")
         if setting == "chameleon" and sorted(modalities) != ["image", "text"]:
             yield ["settings", setting, "modalities"], "expected [text, image] for the chameleon setting"
+    data = config["data"]
+    if data["source"] == "coco":
+        if "coco" not in data:
+            yield ["data", "coco"], "required when data.source is coco"
+            return
+        for key, value in data["coco"].items():
+            if key.endswith(("_json", "_images")) and value is not None and not Path(value).exists():
+                yield ["data", "coco", key], f"path {value!r} does not exist"
+    if data["synthetic"]["min_shapes"] > data["synthetic"]["max_shapes"]:
+        yield ["data", "synthetic", "min_shapes"], "must be <= data.synthetic.max_shapes"
 
 
 def load_config(files: Iterable[str | Path]) -> dict:

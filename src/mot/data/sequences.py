@@ -99,15 +99,16 @@ class ChameleonSequences:
     """Builds fixed-length next-token batches from a tokenized split."""
 
     def __init__(self, split: TokenizedSplit, vocab: Vocabulary, seq_len: int, captioning_fraction: float,
-                 group_of_modality: Sequence[int], n_groups: int):
+                 group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0):
         self.split, self.vocab, self.seq_len = split, vocab, seq_len
-        self.captioning_fraction = captioning_fraction
+        self.captioning_fraction, self.caption_dropout = captioning_fraction, caption_dropout
         self.group_of_modality, self.n_groups = tuple(group_of_modality), n_groups
 
-    def sequence(self, index: int, slot: int, captioning: bool) -> np.ndarray:
+    def sequence(self, index: int, slot: int, captioning: bool, drop_caption: bool = False) -> np.ndarray:
+        """drop_caption gives the unconditional generation sequence `<bos> <boi> image <eoi> <eos>` (for CFG)."""
         v = self.vocab
         image = self.split.image_codes[index].astype(np.int64) + v.image_offset
-        caption = self.split.caption(index, slot).astype(np.int64)
+        caption = self.split.caption(index, slot).astype(np.int64)[: 0 if drop_caption else None]
         if captioning:
             parts = ([v.bos, v.boi], image, [v.eoi], caption, [v.eos])
         else:
@@ -139,7 +140,8 @@ class ChameleonSequences:
         for index in indices:
             slot = int(rng.integers(0, self.split.n_captions(int(index))))
             captioning = bool(rng.random() < self.captioning_fraction)
-            sequences.append(self.sequence(int(index), slot, captioning))
+            drop = not captioning and bool(rng.random() < self.caption_dropout)
+            sequences.append(self.sequence(int(index), slot, captioning, drop))
         return self.collate(sequences)
 
     def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:

@@ -49,7 +49,8 @@ def sequences_for(split: str, paths: StudyPaths, config: dict, model) -> Chamele
     plan = model.cfg.plan
     return ChameleonSequences(TokenizedSplit.load(paths.tokens / f"{split}.npz"), load_vocabulary(paths),
                               config["sequences"]["seq_len"], config["sequences"]["captioning_fraction"],
-                              plan.group_of_modality, plan.n_groups)
+                              plan.group_of_modality, plan.n_groups,
+                              config["sequences"]["caption_dropout"] if split == "train" else 0.0)
 
 
 def run_tags(run: RunSpec) -> dict[str, str]:

@@ -58,115 +58,150 @@ def run_tags(run: RunSpec) -> dict[str, str]:
             "run": run.base_name, "study": run.study}
 
 
-def train(config: dict, run: RunSpec) -> None:
-    paths = StudyPaths.from_config(config)
-    tcfg = run.train
-    torch.set_num_threads(tcfg["threads"])
-    torch.manual_seed(run.seed)
-    device = pick_device(tcfg["device"])
-    vocab = load_vocabulary(paths)
-    seq_len = config["sequences"]["seq_len"]
-    model = build_model(run, vocab.size, seq_len).to(device)
-    train_data = sequences_for("train", paths, config, model)
-    val_data = sequences_for("val", paths, config, model)
-    optimizer = build_optimizer(model, tcfg)
-    step_model = torch.compile(model) if tcfg["compile"] else model
-    autocast = autocast_for(device, tcfg["precision"])
+class Trainer:
+    """Owns one run's model, optimizer, data and MLflow run; `fit()` trains (or resumes) to the end."""
 
-    cfg = model.cfg
-    flops_token = flops_per_token(cfg, seq_len)["train"]
-    params = analytic_parameters(cfg)
-    train_dir = paths.train_dir(run.setting, run.name)
-    logger = RunLogger.start_or_resume(
-        config["results_dir"], experiment_name(run.study, run.setting), run.name,
-        paths.run_id_file(run.setting, run.name), run_tags(run),
-        {**flatten(run.as_dict()), **flatten({k: config[k] for k in ("data", "tokenizers", "sequences")}),
-         "params.total": str(params["total"]), "params.non_embedding": str(params["non_embedding"]),
-         "perf.flops_per_token": str(flops_token)})
+    def __init__(self, config: dict, run: RunSpec):
+        self.config, self.run, self.tcfg = config, run, run.train
+        self.paths = StudyPaths.from_config(config)
+        torch.set_num_threads(self.tcfg["threads"])
+        torch.manual_seed(run.seed)
+        self.device = pick_device(self.tcfg["device"])
+        self.vocab = load_vocabulary(self.paths)
+        self.seq_len = config["sequences"]["seq_len"]
+        self.model = build_model(run, self.vocab.size, self.seq_len).to(self.device)
+        self.train_data = sequences_for("train", self.paths, config, self.model)
+        self.val_data = sequences_for("val", self.paths, config, self.model)
+        self.optimizer = build_optimizer(self.model, self.tcfg)
+        self.step_model = torch.compile(self.model) if self.tcfg["compile"] else self.model
+        self.autocast = autocast_for(self.device, self.tcfg["precision"])
+        self.train_dir = self.paths.train_dir(run.setting, run.name)
+        self.flops_token = flops_per_token(self.model.cfg, self.seq_len)["train"]
+        params = analytic_parameters(self.model.cfg)
+        self.logger = RunLogger.start_or_resume(
+            config["results_dir"], experiment_name(run.study, run.setting), run.name,
+            self.paths.run_id_file(run.setting, run.name), run_tags(run),
+            {**flatten(run.as_dict()), **flatten({k: config[k] for k in ("data", "tokenizers", "sequences")}),
+             "params.total": str(params["total"]), "params.non_embedding": str(params["non_embedding"]),
+             "perf.flops_per_token": str(self.flops_token)})
+        self.step, self.wall_clock, self.tokens_seen = 0, 0.0, 0
 
-    start_step, wall_clock, tokens_seen = 0, 0.0, 0
-    checkpoint_path = latest_checkpoint(train_dir / "checkpoints")
-    if checkpoint_path is not None:
-        state = load_checkpoint(checkpoint_path, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step, wall_clock, tokens_seen = state["step"], state["wall_clock"], state["tokens_seen"]
-        log.info("%s/%s: resumed from %s", run.setting, run.name, checkpoint_path.name)
+    def fit(self) -> None:
+        try:
+            self._resume()
+            if self.step == 0:
+                self.evaluate_and_log(0)
+            self._loop()
+            self._save_final()
+            self.logger.finish()
+        except BaseException as err:
+            self.logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            raise
+        log.info("%s/%s: finished %d steps in %.0f s", self.run.setting, self.run.name, self.step, self.wall_clock)
 
-    def evaluate_and_log(step: int) -> None:
-        losses = validation_loss(model, val_data.eval_batches(config["eval"]["batch_size"]), device,
-                                 run.modalities, autocast)
-        logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
-                            "val/cum_flops": tokens_seen * flops_token, "val/wall_clock_s": wall_clock}, step)
-        log.info("%s/%s step %d: %s", run.setting, run.name, step,
+    def _resume(self) -> None:
+        checkpoint_path = latest_checkpoint(self.train_dir / "checkpoints")
+        if checkpoint_path is None:
+            return
+        state = load_checkpoint(checkpoint_path, self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.wall_clock, self.tokens_seen = state["step"], state["wall_clock"], state["tokens_seen"]
+        log.info("%s/%s: resumed from %s", self.run.setting, self.run.name, checkpoint_path.name)
+
+    def evaluate_and_log(self, step: int) -> None:
+        losses = validation_loss(self.model, self.val_data.eval_batches(self.config["eval"]["batch_size"]),
+                                 self.device, self.run.modalities, self.autocast)
+        self.logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
+                                 "val/cum_flops": self.tokens_seen * self.flops_token,
+                                 "val/wall_clock_s": self.wall_clock}, step)
+        log.info("%s/%s step %d: %s", self.run.setting, self.run.name, step,
                  " ".join(f"val/{m}={v:.4f}" for m, v in losses.items()))
 
-    if start_step == 0:
-        evaluate_and_log(0)
-    interval_sums = torch.zeros(len(MODALITIES), device=device)
-    interval_counts = [0] * len(MODALITIES)
-    interval_time, interval_tokens = 0.0, 0
-    moe_layers = model.moe_layers()
-    model.train()
-    bar = tqdm(range(start_step, tcfg["steps"]), desc=f"train {run.setting}/{run.name}",
-               initial=start_step, total=tcfg["steps"], mininterval=2.0)
-    for step in bar:
-        t0 = time.perf_counter()
-        batch = train_data.train_batch(step, tcfg["batch_size"], run.seed).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, tcfg)
-        with autocast:
-            logits = step_model(batch.tokens, batch.groups)
+    def _train_step(self, step: int):
+        batch = self.train_data.train_batch(step, self.tcfg["batch_size"], self.run.seed).to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, self.tcfg)
+        with self.autocast:
+            logits = self.step_model(batch.tokens, batch.groups)
         loss, sums = modality_loss_sums(logits, batch)
-        aux = model.aux_loss()
-        total = loss + run.moe["aux_loss_weight"] * aux if aux is not None else loss
-        optimizer.zero_grad(set_to_none=True)
+        aux = self.model.aux_loss()
+        total = loss + self.run.moe["aux_loss_weight"] * aux if aux is not None else loss
+        self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
-        optimizer.step()
-        interval_sums += sums.detach()
-        interval_counts = [a + b for a, b in zip(interval_counts, batch.target_counts)]
-        if device.type == "cuda":
-            torch.cuda.synchronize() if (step + 1) % tcfg["log_every"] == 0 else None
-        dt = time.perf_counter() - t0
-        interval_time += dt
-        wall_clock += dt
-        interval_tokens += batch.n_tokens
-        tokens_seen += batch.n_tokens
-        done = step + 1
-        if done % tcfg["log_every"] == 0 or done == tcfg["steps"]:
-            loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"{run.setting}/{run.name}: non-finite loss {loss_value} at step {done}; "
-                                    f"the last good checkpoint is kept in {train_dir / 'checkpoints'}")
-            metrics = {"train/loss": loss_value, "train/lr": lr_at(step, tcfg), "train/grad_norm": float(grad_norm),
-                       "perf/tokens_per_s": interval_tokens / max(interval_time, 1e-9),
-                       "perf/flops_per_token": flops_token, "perf/cum_flops": tokens_seen * flops_token,
-                       "perf/wall_clock_s": wall_clock}
-            for m in run.modalities:
-                i = MODALITIES.index(m)
-                if interval_counts[i]:
-                    metrics[f"train/loss_{m}"] = float(interval_sums[i]) / interval_counts[i]
-            if moe_layers:
-                metrics["moe/aux_loss"] = float(aux)
-                loads = torch.stack([m.last_load for m in moe_layers if m.last_load is not None]).mean(0)
-                metrics.update({f"moe/load_expert{e}": float(x) for e, x in enumerate(loads)})
-            logger.log_metrics(metrics, done)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
-            interval_sums.zero_()
-            interval_counts = [0] * len(MODALITIES)
-            interval_time, interval_tokens = 0.0, 0
-        if done % tcfg["eval_every"] == 0 or done == tcfg["steps"]:
-            evaluate_and_log(done)
-        if done % tcfg["checkpoint_every"] == 0 or done == tcfg["steps"]:
-            save_checkpoint(train_dir / "checkpoints", done, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
-                "wall_clock": wall_clock, "tokens_seen": tokens_seen})
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg["grad_clip"])
+        self.optimizer.step()
+        return batch, loss, sums, aux, grad_norm
 
-    final = paths.final_checkpoint(run.setting, run.name)
-    tmp = final.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "run": run.as_dict(), "vocab": vocab.as_dict(),
-                "seq_len": seq_len, "step": tcfg["steps"]}, tmp)
-    tmp.replace(final)
-    logger.finish()
-    log.info("%s/%s: finished %d steps in %.0f s", run.setting, run.name, tcfg["steps"], wall_clock)
+    def _loop(self) -> None:
+        tcfg, run = self.tcfg, self.run
+        interval = _Interval(self.device)
+        moe_layers = self.model.moe_layers()
+        self.model.train()
+        bar = tqdm(range(self.step, tcfg["steps"]), desc=f"train {run.setting}/{run.name}",
+                   initial=self.step, total=tcfg["steps"], mininterval=5.0)
+        for step in bar:
+            t0 = time.perf_counter()
+            batch, loss, sums, aux, grad_norm = self._train_step(step)
+            done = step + 1
+            log_now = done % tcfg["log_every"] == 0 or done == tcfg["steps"]
+            if log_now and self.device.type == "cuda":
+                torch.cuda.synchronize()  # honest step times; the only sync, once per log interval
+            dt = time.perf_counter() - t0
+            interval.add(sums, batch, dt)
+            self.wall_clock += dt
+            self.tokens_seen += batch.n_tokens
+            self.step = done
+            if log_now:
+                loss_value = float(loss)
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLoss(f"{run.setting}/{run.name}: non-finite loss {loss_value} at step {done}; "
+                                        f"the last good checkpoint is kept in {self.train_dir / 'checkpoints'}")
+                metrics = {"train/loss": loss_value, "train/lr": lr_at(step, tcfg), "train/grad_norm": float(grad_norm),
+                           "perf/tokens_per_s": interval.tokens / max(interval.seconds, 1e-9),
+                           "perf/flops_per_token": self.flops_token, "perf/cum_flops": self.tokens_seen * self.flops_token,
+                           "perf/wall_clock_s": self.wall_clock, **interval.modality_losses(run.modalities)}
+                if moe_layers:
+                    metrics["moe/aux_loss"] = float(aux)
+                    loads = torch.stack([m.last_load for m in moe_layers if m.last_load is not None]).mean(0)
+                    metrics.update({f"moe/load_expert{e}": float(x) for e, x in enumerate(loads)})
+                self.logger.log_metrics(metrics, done)
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+                interval = _Interval(self.device)
+            if done % tcfg["eval_every"] == 0 or done == tcfg["steps"]:
+                self.evaluate_and_log(done)
+            if done % tcfg["checkpoint_every"] == 0 or done == tcfg["steps"]:
+                save_checkpoint(self.train_dir / "checkpoints", done, {
+                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": done,
+                    "wall_clock": self.wall_clock, "tokens_seen": self.tokens_seen})
+
+    def _save_final(self) -> None:
+        final = self.paths.final_checkpoint(self.run.setting, self.run.name)
+        tmp = final.with_suffix(".tmp")
+        torch.save({"model": self.model.state_dict(), "run": self.run.as_dict(), "vocab": self.vocab.as_dict(),
+                    "seq_len": self.seq_len, "step": self.step}, tmp)
+        tmp.replace(final)
+
+
+class _Interval:
+    """Per-modality loss sums (on the device, read once per log interval) and throughput."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(len(MODALITIES), device=device)
+        self.counts = [0] * len(MODALITIES)
+        self.seconds, self.tokens = 0.0, 0
+
+    def add(self, sums: torch.Tensor, batch, seconds: float) -> None:
+        self.sums += sums.detach()
+        self.counts = [a + b for a, b in zip(self.counts, batch.target_counts)]
+        self.seconds += seconds
+        self.tokens += batch.n_tokens
+
+    def modality_losses(self, modalities) -> dict[str, float]:
+        sums = self.sums.tolist()
+        return {f"train/loss_{m}": sums[MODALITIES.index(m)] / self.counts[MODALITIES.index(m)]
+                for m in modalities if self.counts[MODALITIES.index(m)]}
+
+
+def train(config: dict, run: RunSpec) -> None:
+    Trainer(config, run).fit()

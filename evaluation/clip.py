@@ -66,15 +66,15 @@ def pixels_to_input(pixels: torch.Tensor, image_size: int) -> torch.Tensor:
 
 def images_to_tensor(images_uint8, image_size: int = 32) -> torch.Tensor:
     """uint8 [N,H,W,3] (numpy or torch) -> normalised float [N,3,image_size,image_size]."""
-    pixels = torch.as_tensor(np.asarray(images_uint8)).permute(0, 3, 1, 2)
-    return pixels_to_input(pixels, image_size)
+    pixels = torch.from_numpy(np.array(images_uint8, dtype=np.uint8))  # a copy: inputs may be read-only
+    return pixels_to_input(pixels.permute(0, 3, 1, 2), image_size)
 
 
 def encode_text(model: open_clip.CLIP, ids: torch.Tensor) -> torch.Tensor:
     """open_clip's `CLIP.encode_text` (unnormalised), run only up to the batch's last end-of-text token.
 
     Same result as the full context: the mask is causal and pooling reads the end-of-text token, so
-    the padding after it never matters; cutting it saves a third of the text tower's time.
+    the padding after it never matters; cutting it saves time on batches of short captions.
     """
     eot = ids.argmax(dim=-1)  # end-of-text has the largest id, as in open_clip's 'argmax' pooling
     length = int(eot.max()) + 1
@@ -140,7 +140,8 @@ def train_tiny_clip(images: np.ndarray, captions: list[list[str]], cfg: TinyClip
     rng = np.random.default_rng(seed)
     clip = TinyClip(build_tiny_clip(cfg), cfg)
     model = clip.model.train()
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, fused=True)  # fused: 10x faster step on CPU
+    # fused AdamW: a tenth of the step time on CPU, most of it the 49408-row token embedding
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps, warmup_fraction))
     loss_fn = ClipLoss()
     batches = _batch_indices(len(images), min(batch_size, len(images)), rng)

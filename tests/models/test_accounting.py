@@ -94,4 +94,4 @@ def test_mot_params_cli_prints_every_run(tmp_path):
     assert {"dense", "mot"} <= names
     text = subprocess.run([sys.executable, "-m", "mot", "params", str(REPO / "configs" / "pipeline.yaml")],
                           capture_output=True, text=True, check=True, cwd=REPO).stdout
-    assert "chameleon/mot" in text and "7(K-1)" in text
+    assert "chameleon/mot" in text and "7(K-1)D^2" in text

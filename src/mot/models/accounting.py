@@ -139,17 +139,31 @@ def accounting_table(config: dict) -> list[dict]:
     return [run_accounting(run, vocab, seq_len) for run in run_specs(config)]
 
 
+def _formula_for(row: dict) -> tuple[str, int | None, int | None]:
+    """Which of the paper's formulas describes this run's extra parameters over dense, if any."""
+    f = row["paper_formulas"]
+    if not row["moe"] and set(row["untie"]) == {"attn", "ffn", "norm"}:
+        return "MoT: 7(K-1)D^2 per layer", f["mot_extra_paper"], f["mot_extra_real_with_norms"]
+    if row["moe"] and not row["untie"]:
+        return "MoE: (E-1)|ffn|+ED per layer", f["moe_extra_paper"], f["moe_extra_real"]
+    return "-", None, None
+
+
 def format_table(rows: list[dict]) -> str:
-    header = (f"{'setting/run':32} {'total':>10} {'non-emb':>10} {'attn':>9} {'ffn':>9} {'norm':>7}"
-              f" {'train FLOPs/tok':>16} {'MoT extra (paper 7(K-1)D^2·L)':>30} {'(real widths)':>14}")
+    dense = {r["setting"]: r["params_total"] for r in rows if r["run"] == "dense"}
+    header = (f"{'setting/run':30} {'total':>10} {'non-emb':>10} {'attn':>9} {'ffn':>9} {'norm':>6} "
+              f"{'FLOPs/tok (train)':>17} {'Δ dense':>10} {'paper formula':>28} {'D^2 form':>9} {'real widths':>11}")
     lines = [header, "-" * len(header)]
     for row in rows:
         comp = row["params_by_component"]
-        flops = next(iter(row["flops_per_token"].values()))["train"]
-        paper = row["paper_formulas"]
-        lines.append(f"{row['setting'] + '/' + row['run']:32} {row['params_total']:>10,} "
-                     f"{row['params_non_embedding']:>10,} {comp['attn']:>9,} {comp['ffn']:>9,} {comp['norm']:>7,}"
-                     f" {flops:>16,} {paper['mot_extra_paper']:>30,} {paper['mot_extra_real_with_norms']:>14,}")
-    lines.append("FLOPs: 2 x active matmul params + 4·L·T·D attention, x3 for training. "
-                 "Vocabulary = the config's BPE budget + codebook (the fitted BPE may be smaller).")
+        flops = max(v["train"] for v in row["flops_per_token"].values())
+        name, paper, real = _formula_for(row)
+        delta = row["params_total"] - dense[row["setting"]] if row["setting"] in dense else None
+        lines.append(f"{row['setting'] + '/' + row['run']:30} {row['params_total']:>10,} {row['params_non_embedding']:>10,} "
+                     f"{comp['attn']:>9,} {comp['ffn']:>9,} {comp['norm']:>6,} {flops:>17,} "
+                     f"{'' if delta is None else format(delta, ','):>10} {name:>28} "
+                     f"{'' if paper is None else format(paper, ','):>9} {'' if real is None else format(real, ','):>11}")
+    lines.append("FLOPs: 2 x active matmul params + 4·L·T·D attention, x3 for training (max over modalities). "
+                 "'real widths' = the formula with this model's FFN width and norms (= Δ dense exactly); "
+                 "'D^2 form' = the paper's |attn|=4D^2, |ffn|=3D^2. Vocabulary = the config's BPE budget + codebook.")
     return "\n".join(lines)

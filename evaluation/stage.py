@@ -1,23 +1,32 @@
-"""The evaluate stage of one trained run: final per-modality validation loss and captioning
-(CIDEr against every reference caption, beside a constant-caption baseline). Results go to
-`eval/metrics.json` and into the run's MLflow training run at its final step."""
+"""The evaluate stage of one trained run. At the final step: per-modality validation loss,
+captioning (CIDEr, BLEU-4, ROUGE-L, METEOR; constant-caption baseline) and text-to-image
+generation (FID, CLIP score; shuffled-prompt baseline). CIDEr, FID and CLIP score are also
+measured at the snapshots kept during training (`eval.over_training`), logged with their
+training step so MLflow draws them beside the losses. Results go to `eval/metrics.json`."""
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from evaluation.captioning import (caption_scores_from_files, cider_from_files, constant_predictions,
                                    most_frequent_caption, write_coco_predictions, write_coco_references)
-from evaluation.sampling import greedy_captions
+from evaluation.clip import TinyClip
+from evaluation.clip_score import clip_score
+from evaluation.fid import fid_against_reference, load_statistics
+from evaluation.references import CLIP_FILE, feature_extractor
+from evaluation.sampling import greedy_captions, sample_images
 from mot.config import RunSpec
 from mot.data.sequences import TokenizedSplit
-from mot.data.shards import load_split_arrays
+from mot.data.shards import encode_png, load_split_arrays
 from mot.models.factory import build_model
 from mot.paths import StudyPaths
-from mot.tokenizers.stage import TEXT_TOKENIZER
+from mot.tokenizers.image_vq import VQVAE
+from mot.tokenizers.stage import IMAGE_TOKENIZER, TEXT_TOKENIZER
 from mot.tokenizers.text_bpe import TextTokenizer
 from mot.tracking import RunLogger
 from mot.train.loop import autocast_for, load_vocabulary, pick_device, sequences_for
@@ -26,57 +35,123 @@ from mot.train.loss import validation_loss
 log = logging.getLogger("mot.evaluate")
 
 
-def load_trained(config: dict, run: RunSpec, device):
-    paths = StudyPaths.from_config(config)
-    state = torch.load(paths.final_checkpoint(run.setting, run.name), map_location=device, weights_only=False)
-    model = build_model(run, load_vocabulary(paths).size, state["seq_len"]).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval(), state["step"]
+class Evaluator:
+    """Everything one run's evaluation needs, loaded once; `at_step` scores the model's current weights."""
+
+    def __init__(self, config: dict, run: RunSpec):
+        self.config, self.run, self.ecfg = config, run, config["eval"]
+        self.paths = paths = StudyPaths.from_config(config)
+        torch.set_num_threads(run.train["threads"])
+        self.device = pick_device(run.train["device"])
+        self.vocab = load_vocabulary(paths)
+        final = torch.load(paths.final_checkpoint(run.setting, run.name), map_location=self.device, weights_only=False)
+        self.final_step, self.final_state = final["step"], final["model"]
+        self.model = build_model(run, self.vocab.size, final["seq_len"]).to(self.device).eval()
+        self.text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
+        self.vq = VQVAE.load(paths.tokenizers / IMAGE_TOKENIZER)
+        self.split = TokenizedSplit.load(paths.tokens / f"{self.ecfg['split']}.npz")
+        _, self.images, self.references = load_split_arrays(paths.data, self.ecfg["split"])
+        self.clip = TinyClip.load(paths.references / CLIP_FILE)
+        self.extractor = feature_extractor(config)
+        self.fid_stats = load_statistics(paths.fid_reference(self.extractor.name))
+        self.fid_summary = json.loads(paths.fid_summary(self.extractor.name).read_text())
+        self.out_dir = paths.eval_dir(run.setting, run.name)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+        self.model.eval()
+
+    def caption_metrics(self, step: int, final: bool) -> dict:
+        n = min(self.ecfg["caption_images"], len(self.split))
+        generated = greedy_captions(self.model, self.vocab, self.split.image_codes[:n], self.ecfg["max_caption_tokens"],
+                                    self.ecfg["batch_size"], self.device)
+        refs_path = self.out_dir / "captions_ref.json"
+        preds_path = self.out_dir / ("captions_pred.json" if final else f"captions_pred_step{step}.json")
+        write_coco_references({i: self.references[i] for i in range(n)}, refs_path)
+        write_coco_predictions({i: self.text.decode(ids) for i, ids in enumerate(generated)}, preds_path)
+        if not final:
+            return {"eval/cider": cider_from_files(refs_path, preds_path)[0]}
+        return {f"eval/{k}": v for k, v in caption_scores_from_files(refs_path, preds_path).items()}
+
+    def image_metrics(self, step: int, final: bool) -> dict:
+        icfg = self.ecfg["images"]
+        n = min(icfg["n"], len(self.split))
+        prompts = [self.references[i][0] for i in range(n)]
+        codes = sample_images(self.model, self.vocab, [self.text.encode(p) for p in prompts],
+                              self.split.image_codes.shape[1], icfg["temperature"], icfg["top_k"], icfg["cfg_scale"],
+                              icfg["seed"], self.ecfg["batch_size"], self.device)
+        images = self.vq.decode(codes).numpy()
+        shuffled = [prompts[(i + 1) % n] for i in range(n)]  # every image paired with another image's prompt
+        save_image_grid(images[:32], prompts[:32], self.out_dir / "images" / f"grid_step{step:07d}.png")
+        if final:
+            write_images(images, self.out_dir / "images" / "final")
+        return {"eval/fid": fid_against_reference(images, self.fid_stats, self.extractor),
+                "eval/clip_score": clip_score(self.clip, images, prompts),
+                "eval/clip_score_shuffled": clip_score(self.clip, images, shuffled),
+                "eval/fid_random": self.fid_summary["fid_random"]}
+
+    def at_step(self, step: int, final: bool) -> dict:
+        metrics = {**self.caption_metrics(step, final), **self.image_metrics(step, final)}
+        log.info("%s/%s step %d: %s", self.run.setting, self.run.name, step,
+                 " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        return metrics
 
 
 def evaluate(config: dict, run: RunSpec) -> dict:
-    paths = StudyPaths.from_config(config)
-    ecfg = config["eval"]
-    torch.set_num_threads(run.train["threads"])
-    device = pick_device(run.train["device"])
-    model, step = load_trained(config, run, device)
-    vocab = load_vocabulary(paths)
-    out_dir = paths.eval_dir(run.setting, run.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    autocast = autocast_for(device, run.train["precision"])
-
-    metrics = {f"val/loss_{m}": v for m, v in validation_loss(
-        model, sequences_for("val", paths, config, model).eval_batches(ecfg["batch_size"]), device,
-        run.modalities, autocast).items()}
-    metrics.update(caption_metrics(config, model, vocab, out_dir, device))
-    (out_dir / "metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
-
+    ev = Evaluator(config, run)
+    paths = ev.paths
     logger = RunLogger.attach(config["results_dir"], paths.run_id_file(run.setting, run.name))
-    logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, step)
-    logger.log_artifacts(out_dir, "eval")
-    log.info("%s/%s: %s", run.setting, run.name, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    logger.log_params({"eval.fid_extractor": ev.extractor.name, "eval.split": ev.ecfg["split"]})
+    curve = {}
+    for step in run.snapshot_steps(config):
+        ev.load(torch.load(paths.snapshot(run.setting, run.name, step), map_location=ev.device)["model"])
+        curve[step] = ev.at_step(step, final=False)
+        logger.log_metrics(curve[step], step)
+    ev.load(ev.final_state)
+    metrics = {f"val/loss_{m}": v for m, v in validation_loss(
+        ev.model, sequences_for("val", paths, config, ev.model).eval_batches(ev.ecfg["batch_size"]), ev.device,
+        run.modalities, autocast_for(ev.device, run.train["precision"])).items()}
+    metrics.update(ev.at_step(ev.final_step, final=True))
+    _, _, train_captions = load_split_arrays(paths.data, "train")
+    metrics["eval/cider_constant"] = constant_caption_cider(ev.out_dir, train_captions)
+    metrics["eval/caption_images"] = float(min(ev.ecfg["caption_images"], len(ev.split)))
+    (ev.out_dir / "metrics.json").write_text(json.dumps(
+        {"step": ev.final_step, **metrics, "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
+    logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, ev.final_step)
+    logger.log_artifacts(ev.out_dir, "eval")
     return metrics
 
 
-def caption_metrics(config: dict, model, vocab, out_dir, device) -> dict:
-    """Greedy captions of the first `eval.caption_images` images of the eval split, scored by CIDEr."""
-    paths = StudyPaths.from_config(config)
-    ecfg = config["eval"]
-    split = TokenizedSplit.load(paths.tokens / f"{ecfg['split']}.npz")
-    _, _, references = load_split_arrays(paths.data, ecfg["split"])
-    n = min(ecfg["caption_images"], len(split))
-    text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
-    generated = greedy_captions(model, vocab, split.image_codes[:n], ecfg["max_caption_tokens"],
-                                ecfg["batch_size"], device)
-    refs_path, preds_path = out_dir / "captions_ref.json", out_dir / "captions_pred.json"
-    write_coco_references({i: references[i] for i in range(n)}, refs_path)
-    write_coco_predictions({i: text.decode(ids) for i, ids in enumerate(generated)}, preds_path)
-    scores = caption_scores_from_files(refs_path, preds_path)
-
-    _, _, train_captions = load_split_arrays(paths.data, "train")
+def constant_caption_cider(out_dir: Path, train_captions: list[list[str]]) -> float:
+    """CIDEr of the most frequent training caption given for every image: the floor captioning must beat."""
     constant = most_frequent_caption(c for caps in train_captions for c in caps)
-    constant_path = out_dir / "captions_constant.json"
+    refs_path, constant_path = out_dir / "captions_ref.json", out_dir / "captions_constant.json"
+    n = len(json.loads(refs_path.read_text())["images"])
     write_coco_predictions(constant_predictions(range(n), constant), constant_path)
-    cider_constant, _ = cider_from_files(refs_path, constant_path)
-    return {**{f"eval/{k}": v for k, v in scores.items()}, "eval/cider_constant": cider_constant,
-            "eval/caption_images": float(n)}
+    return cider_from_files(refs_path, constant_path)[0]
+
+
+def write_images(images: np.ndarray, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        (directory / f"{i:05d}.png").write_bytes(encode_png(image))
+
+
+def save_image_grid(images: np.ndarray, prompts: list[str], path: Path, columns: int = 8) -> None:
+    """Samples with their prompts, for a person to look at (MLflow artifact)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9))
+    for ax, image, prompt in zip(np.atleast_1d(axes).flat, images, prompts):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title("\n".join(prompt[i:i + 24] for i in range(0, min(len(prompt), 72), 24)), fontsize=5)
+    for ax in np.atleast_1d(axes).flat:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -26,9 +26,13 @@ def test_smoke_study_runs_end_to_end_into_mlflow(smoke_config, tmp_path):
         assert run.data.tags["setting"] == "chameleon" and run.data.tags["arch"] == name
         assert {"seed", "ablation", "git_commit"} <= set(run.data.tags)
         assert run.data.params["model.d_model"] == "32"
-        for key in ("val/loss_text", "val/loss_image", "eval/cider", "eval/cider_constant",
+        for key in ("val/loss_text", "val/loss_image", "eval/cider", "eval/cider_constant", "eval/fid",
+                    "eval/fid_random", "eval/clip_score", "eval/clip_score_shuffled",
                     "perf/tokens_per_s", "perf/flops_per_token", "train/loss_text", "train/loss_image"):
             assert key in run.data.metrics, key
+        assert run.data.params["eval.fid_extractor"] == "tiny_clip"
+        for key in ("eval/cider", "eval/fid", "eval/clip_score"):  # measured over training, at snapshot steps
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [10, 20, 30], key
         history = client.get_metric_history(run.info.run_id, "val/loss_image")
         assert [m.step for m in history] == [0, 10, 20, 30]  # step 0 + every eval_every, no duplicates
         assert history[-1].value < history[0].value  # it learns
@@ -39,6 +43,8 @@ def test_smoke_study_runs_end_to_end_into_mlflow(smoke_config, tmp_path):
         predictions = json.loads((eval_dir / "captions_pred.json").read_text())
         references = json.loads((eval_dir / "captions_ref.json").read_text())
         assert len(predictions) == config["eval"]["caption_images"]
+        assert len(list((eval_dir / "images" / "final").glob("*.png"))) == config["eval"]["images"]["n"]
+        assert (eval_dir / "images" / "grid_step0000030.png").stat().st_size > 1000
         assert {p["image_id"] for p in predictions} == {i["id"] for i in references["images"]}
         assert (root / "chameleon" / name / "train" / "mlflow_run_id").read_text().strip() == run.info.run_id
 

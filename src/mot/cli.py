@@ -89,6 +89,26 @@ def cmd_tokenize(args) -> int:
     return 0
 
 
+def cmd_fit_clip(args) -> int:
+    from evaluation.references import fit_clip
+
+    config = load_config(args.config)
+    logger = _data_logger(config, "clip")
+    fit_clip(config, logger)
+    logger.finish()
+    return 0
+
+
+def cmd_fid_reference(args) -> int:
+    from evaluation.references import fid_reference
+
+    config = load_config(args.config)
+    logger = _data_logger(config, "fid_reference")
+    fid_reference(config, logger)
+    logger.finish()
+    return 0
+
+
 def cmd_train(args) -> int:
     from mot.train.loop import train
 
@@ -136,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "data": (cmd_data, _config_arg, "build webdataset shards (synthetic or imported) with a manifest"),
         "fit-tokenizers": (cmd_fit_tokenizers, _config_arg, "fit the text BPE and the image VQ-VAE on train"),
         "tokenize": (cmd_tokenize, _config_arg, "encode every split into token arrays"),
+        "fit-clip": (cmd_fit_clip, _config_arg, "train the tiny CLIP used for CLIP score (and offline FID features)"),
+        "fid-reference": (cmd_fid_reference, _config_arg, "FID statistics of the real eval images + random-codes baseline"),
         "train": (cmd_train, _run_args, "train one run (resumes from its last checkpoint)"),
-        "evaluate": (cmd_evaluate, _run_args, "evaluate one trained run (val loss, captioning CIDEr)"),
+        "evaluate": (cmd_evaluate, _run_args, "evaluate one trained run (val loss, CIDEr, FID, CLIP score; also at snapshots)"),
         "report": (cmd_report, lambda p: (_config_arg(p), p.add_argument("--setting", required=True)),
                    "study report of one setting: plots and tables, logged to MLflow"),
     }

@@ -232,9 +232,17 @@ class RunSpec:
             "model": self.model, "train": self.train,
         }
 
+    def snapshot_steps(self, config: dict) -> list[int]:
+        """Steps before the last at which the weights are kept for evaluation over training."""
+        over = config["eval"]["over_training"]
+        if over["runs"] and self.base_name not in over["runs"]:
+            return []
+        return sorted(s for s in over["steps"] if s < self.train["steps"])
+
     def fingerprint(self, config: dict) -> str:
         """Hash of everything that determines this run's result (Snakemake reruns it when it changes)."""
-        relevant = {"run": self.as_dict(), **{k: config[k] for k in ("data", "tokenizers", "sequences")}}
+        relevant = {"run": self.as_dict(), "snapshots": self.snapshot_steps(config),
+                    **{k: config[k] for k in ("data", "tokenizers", "sequences")}}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

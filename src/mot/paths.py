@@ -32,6 +32,21 @@ class StudyPaths:
         return self.root / "tokens"
 
     @property
+    def references(self) -> Path:
+        """Evaluation references fitted once per study: tiny CLIP, FID statistics."""
+        return self.root / "references"
+
+    def fid_reference(self, extractor: str) -> Path:
+        return self.references / f"fid_{extractor}.npz"
+
+    def fid_summary(self, extractor: str) -> Path:
+        return self.references / f"fid_{extractor}.json"
+
+    def snapshot(self, setting: str, run: str, step: int) -> Path:
+        """Model weights kept at a step evaluated over training (eval.over_training)."""
+        return self.train_dir(setting, run) / "snapshots" / f"step_{step:07d}.pt"
+
+    @property
     def tracking_marker(self) -> Path:
         return self.root / "tracking.json"
 

@@ -1,7 +1,45 @@
+rule fit_clip:
+    """The tiny CLIP (open_clip, custom config, no download) trained on the training split."""
+    input:
+        rules.data.output,
+    output:
+        f"{ROOT}/references/clip.pt",
+    params:
+        fingerprint=lambda w: section_fingerprint("data") + str(config["eval"]["clip"]),
+    log:
+        f"{ROOT}/logs/fit_clip.log",
+    threads: THREADS
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    shell:
+        "mot fit-clip --config {CFG} > {log} 2>&1"
+
+
+rule fid_reference:
+    """FID statistics of the real eval-split images, once per data set, and the random-codes baseline."""
+    input:
+        rules.fit_clip.output,
+        rules.fit_tokenizers.output,
+    output:
+        f"{ROOT}/references/fid_{config['eval']['fid_extractor']}.npz",
+    params:
+        fingerprint=lambda w: section_fingerprint("data", "tokenizers") + str(config["eval"]),
+    log:
+        f"{ROOT}/logs/fid_reference.log",
+    threads: THREADS
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    shell:
+        "mot fid-reference --config {CFG} > {log} 2>&1"
+
+
 rule evaluate:
-    """Final per-modality validation loss and captioning CIDEr, logged into the training run."""
+    """Val loss, CIDEr, FID and CLIP score (final step and snapshots), logged into the training run."""
     input:
         rules.train.output,
+        rules.fid_reference.output,
     output:
         f"{ROOT}/{{setting}}/{{run}}/eval/metrics.json",
     params:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 
@@ -76,6 +77,7 @@ class Trainer:
         self.step_model = torch.compile(self.model) if self.tcfg["compile"] else self.model
         self.autocast = autocast_for(self.device, self.tcfg["precision"])
         self.train_dir = self.paths.train_dir(run.setting, run.name)
+        self._discard_stale_state(run.fingerprint(config))
         self.flops_token = flops_per_token(self.model.cfg, self.seq_len)["train"]
         params = analytic_parameters(self.model.cfg)
         self.logger = RunLogger.start_or_resume(
@@ -85,6 +87,21 @@ class Trainer:
              "params.total": str(params["total"]), "params.non_embedding": str(params["non_embedding"]),
              "perf.flops_per_token": str(self.flops_token)})
         self.step, self.wall_clock, self.tokens_seen = 0, 0.0, 0
+        self.snapshot_steps = set(run.snapshot_steps(config))
+
+    def _discard_stale_state(self, fingerprint: str) -> None:
+        """Checkpoints of an earlier config of this run must not be resumed: start it afresh, in a new MLflow run."""
+        marker = self.train_dir / "fingerprint"
+        if marker.exists() and marker.read_text().strip() != fingerprint:
+            log.info("%s/%s: config changed since the last attempt; starting over", self.run.setting, self.run.name)
+            for stale in ("checkpoints", "snapshots"):
+                shutil.rmtree(self.train_dir / stale, ignore_errors=True)
+            run_id_file = self.paths.run_id_file(self.run.setting, self.run.name)
+            if run_id_file.exists():
+                RunLogger.attach(self.config["results_dir"], run_id_file).set_tags({"superseded": "true"})
+                run_id_file.unlink()
+        self.train_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint + "\n")
 
     def fit(self) -> None:
         try:
@@ -170,6 +187,10 @@ class Trainer:
                 interval = _Interval(self.device)
             if done % tcfg["eval_every"] == 0 or done == tcfg["steps"]:
                 self.evaluate_and_log(done)
+            if done in self.snapshot_steps:
+                snapshot = self.paths.snapshot(run.setting, run.name, done)
+                snapshot.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"model": self.model.state_dict(), "step": done}, snapshot)
             if done % tcfg["checkpoint_every"] == 0 or done == tcfg["steps"]:
                 save_checkpoint(self.train_dir / "checkpoints", done, {
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": done,

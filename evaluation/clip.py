@@ -92,7 +92,7 @@ class TinyClip:
         self.model = model.eval()
         self.cfg = cfg
         self.tokenizer = SimpleTokenizer(context_length=cfg.context_length)
-        self._token_cache: dict[str, torch.Tensor] = {}  # captions are templated: few distinct strings
+        self._token_cache: dict[str, torch.Tensor] = {}  # each distinct caption is tokenised once, not every step
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids [N, context_length] (too-long texts are truncated, keeping end-of-text)."""

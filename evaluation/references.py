@@ -25,7 +25,8 @@ def clip_config(config: dict, image_size: int) -> TinyClipConfig:
     c = config["eval"]["clip"]
     return TinyClipConfig(image_size=image_size, patch_size=c["patch_size"], vision_width=c["width"],
                           vision_layers=c["layers"], vision_heads=c["heads"], text_width=c["width"],
-                          text_layers=c["layers"], text_heads=c["heads"], embed_dim=c["embed_dim"])
+                          text_layers=c["layers"], text_heads=c["heads"], embed_dim=c["embed_dim"],
+                          context_length=c["context_length"])
 
 
 def fit_clip(config: dict, logger=None) -> dict:

@@ -1,9 +1,18 @@
+report: "../report/workflow.rst"
+
+
 rule report:
-    """Per setting: loss curves, final-metric and speed-up tables, logged to a `report` MLflow run."""
+    """Per setting: loss curves, eval curves, speed-up / ablation / accounting tables, logged to MLflow.
+    `snakemake --report results/report.html` gathers the flagged outputs into one HTML page."""
     input:
         lambda w: expand(f"{ROOT}/{w.setting}/{{run}}/eval/metrics.json", run=RUNS[w.setting]),
     output:
-        f"{ROOT}/{{setting}}/report/report.md",
+        md=f"{ROOT}/{{setting}}/report/report.md",
+        figures=report(directory(f"{ROOT}/{{setting}}/report/figures"), patterns=["{name}.png"],
+                       caption="../report/figure.rst", category="{setting}", subcategory="figures"),
+        tables=[report(f"{ROOT}/{{setting}}/report/{table}.csv", caption="../report/table.rst",
+                       category="{setting}", subcategory="tables", labels={"table": table})
+                for table in ("speedup", "final_metrics", "ablations", "accounting")],
     params:
         fingerprint=section_fingerprint("report"),
     log:

@@ -82,9 +82,12 @@ def measure(size: str, arch: str, batch: int, steps: int, device: str, precision
     else:
         import resource
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB, whole process
+    from mot.models.accounting import flops_per_token
+
     params = sum(p.numel() for p in model.parameters())
     return {"step_s": statistics.median(times), "peak_mib": peak, "params": params,
-            "tokens_per_s": batch * s["seq_len"] / statistics.median(times)}
+            "tokens_per_s": batch * s["seq_len"] / statistics.median(times),
+            "flops_per_token": flops_per_token(cfg, s["seq_len"])["train"]}
 
 
 def main() -> None:
@@ -97,6 +100,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="accelerator peak for MFU (default: H100 SXM dense bf16)")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -120,7 +125,8 @@ def main() -> None:
                 results.setdefault((size, arch), []).append(json.loads(out.strip().splitlines()[-1]))
     print(f"device={args.device} precision={args.precision} threads={args.threads} steps={args.steps} "
           f"repeats={args.repeats}")
-    print(f"{'size':8} {'arch':20} {'params':>11} {'step (s)':>9} {'/dense':>7} {'tok/s':>9} {'peak MiB':>9} {'/dense':>7}")
+    print(f"{'size':8} {'arch':20} {'params':>11} {'step (s)':>9} {'/dense':>7} {'tok/s':>9} {'peak MiB':>9} {'/dense':>7}"
+          f" {'MFU':>6}")
     for size in args.sizes:
         s = SIZES[size]
         print(f"# {size}: d_model {s['d_model']}, {s['n_layers']} layers, seq {s['seq_len']}, batch {batch_for(size)}")
@@ -131,9 +137,11 @@ def main() -> None:
             peak = statistics.median(r["peak_mib"] for r in runs)
             if arch == "dense" or base is None:
                 base = (step_s, peak)
+            tokens_per_s = statistics.median(r["tokens_per_s"] for r in runs)
+            mfu = tokens_per_s * runs[0]["flops_per_token"] / (args.peak_tflops * 1e12)
             print(f"{size:8} {arch:20} {runs[0]['params']:>11,} {step_s:>9.4f} {step_s / base[0]:>7.3f} "
-                  f"{statistics.median(r['tokens_per_s'] for r in runs):>9.0f} "
-                  f"{peak:>9.0f} {peak / base[1]:>7.3f}")
+                  f"{tokens_per_s:>9.0f} {peak:>9.0f} {peak / base[1]:>7.3f} "
+                  f"{(f'{100 * mfu:5.1f}%' if args.device == 'cuda' else '-'):>6}")
 
 
 if __name__ == "__main__":

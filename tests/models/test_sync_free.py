@@ -104,13 +104,22 @@ def test_expert_choice_moe_is_sync_free_too():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_no_sync_on_cuda():
-    model, tokens, groups = model_and_batch(("attn", "ffn", "norm"))
+@pytest.mark.parametrize("untie,moe,bf16", [(("attn", "ffn", "norm"), None, False), (("attn", "ffn", "norm"), None, True),
+                                            ((), {"experts": 4}, True),
+                                            (("attn", "ffn", "norm"), {"experts": 4, "modalities": ["text"]}, True)])
+def test_no_sync_on_cuda(untie, moe, bf16):
+    model, tokens, groups = model_and_batch(untie, moe)
     model, tokens, groups = model.cuda(), tokens.cuda(), groups.to("cuda")
-    model(tokens, groups).mean().backward()  # warm-up (lazy init may sync)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(tokens, groups).float().mean()
+        loss.backward()
+
+    step()  # warm-up (lazy initialisation may sync)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        model(tokens, groups).mean().backward()
+        step()
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -17,6 +17,14 @@ def per_set(x: torch.Tensor, sizes: tuple[int, ...], n_sets: int, apply) -> torc
     return torch.cat([apply(chunk, g) for g, chunk in enumerate(x.split(sizes))], dim=0)
 
 
+def _grouped_mm_dtype(x: torch.Tensor):
+    """bf16 when a sync-free grouped GEMM can run (CUDA + bf16 input or bf16 autocast), else None."""
+    if not (x.is_cuda and hasattr(torch, "_grouped_mm")):
+        return None
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    return dtype if dtype == torch.bfloat16 else None
+
+
 class GroupedLinear(nn.Module):
     """Bias-free linear layer with one [d_in, d_out] weight per parameter set."""
 
@@ -96,17 +104,20 @@ class MoEFFN(nn.Module):
         self.last_load = load.detach()
         self.last_aux_loss = self.experts * (load * probs.mean(dim=0)).sum()
         x_sorted = x[order]
-        if x.is_cuda and hasattr(torch, "_grouped_mm") and x.dtype == torch.bfloat16:
-            # device offsets: no host-device sync (Hopper grouped GEMM)
-            offsets = torch.cumsum(counts, 0).to(torch.int32)
-            h = F.silu(torch._grouped_mm(x_sorted, self.ffn.w_gate.to(x.dtype), offs=offsets))
-            h = h * torch._grouped_mm(x_sorted, self.ffn.w_up.to(x.dtype), offs=offsets)
-            y_sorted = torch._grouped_mm(h, self.ffn.w_down.to(x.dtype), offs=offsets)
-        else:
+        if _grouped_mm_dtype(x) is not None:
+            y_sorted = self._grouped_experts(x_sorted, torch.cumsum(counts, 0).to(torch.int32), _grouped_mm_dtype(x))
+        else:  # CPU: split sizes read on the host (a sync only where there is no device to wait for)
             y_sorted = per_set(x_sorted, tuple(counts.tolist()), self.experts, self.ffn.apply_set)
         y = torch.empty_like(y_sorted)
         y[order] = y_sorted
         return y * gate.unsqueeze(-1).to(y.dtype)
+
+    def _grouped_experts(self, x_sorted: torch.Tensor, offsets: torch.Tensor, dtype) -> torch.Tensor:
+        """All experts in three grouped GEMMs with device offsets: no host-device sync (Hopper, bf16)."""
+        f, xs = self.ffn, x_sorted.to(dtype)
+        h = F.silu(torch._grouped_mm(xs, f.w_gate.to(dtype), offs=offsets))
+        h = h * torch._grouped_mm(xs, f.w_up.to(dtype), offs=offsets)
+        return torch._grouped_mm(h, f.w_down.to(dtype), offs=offsets).to(x_sorted.dtype)
 
     def _expert_choice(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         n_tokens = x.shape[0]

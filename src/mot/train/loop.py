@@ -178,6 +178,9 @@ class Trainer:
                            "perf/tokens_per_s": interval.tokens / max(interval.seconds, 1e-9),
                            "perf/flops_per_token": self.flops_token, "perf/cum_flops": self.tokens_seen * self.flops_token,
                            "perf/wall_clock_s": self.wall_clock, **interval.modality_losses(run.modalities)}
+                if self.device.type == "cuda":
+                    metrics["perf/mfu"] = (metrics["perf/tokens_per_s"] * self.flops_token
+                                           / (tcfg["peak_tflops"] * 1e12))
                 if moe_layers:
                     metrics["moe/aux_loss"] = float(aux)
                     loads = torch.stack([m.last_load for m in moe_layers if m.last_load is not None]).mean(0)

@@ -167,3 +167,18 @@ def test_incremental_decoding_with_kv_cache_equals_full_recompute():
     prefix = model(tokens[:, :6], groups_for(model, modality[:, :6]), cache=cache)
     steps = [model(tokens[:, t:t + 1], groups_for(model, modality[:, t:t + 1]), cache=cache) for t in range(6, 10)]
     torch.testing.assert_close(torch.cat([prefix, *steps], dim=1), full, atol=1e-10, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_bf16_grouped_gemm_path_matches_the_per_set_path():
+    model = make_model(ALL, dtype=torch.float32, d_model=64, n_heads=4, ffn_hidden=128).cuda()
+    tokens, modality = batch(t=32)
+    groups = groups_for(model, modality)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        grouped = model(tokens.cuda(), groups.to("cuda")).float()
+        no_offsets = groups.to("cuda")
+        no_offsets.offsets = None  # forces one matmul per set's chunk
+        per_set = model(tokens.cuda(), no_offsets).float()
+    torch.testing.assert_close(grouped, per_set, atol=2e-2, rtol=2e-2)
+    reference = model.double().cpu()(tokens, groups).float()
+    torch.testing.assert_close(grouped.cpu(), reference, atol=5e-2, rtol=5e-2)

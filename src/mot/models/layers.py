@@ -25,6 +25,17 @@ def _grouped_mm_dtype(x: torch.Tensor):
     return dtype if dtype == torch.bfloat16 else None
 
 
+def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, groups) -> torch.Tensor:
+    """x [N, d_in] (rows sorted by set) @ weight[set] [n_sets, d_in, d_out]: one grouped GEMM on a GPU
+    in bf16 (device offsets, no sync), else one matmul per set's chunk (host sizes)."""
+    if weight.shape[0] == 1:
+        return x @ weight[0]
+    dtype = _grouped_mm_dtype(x)
+    if dtype is not None and groups.offsets is not None:
+        return torch._grouped_mm(x.to(dtype), weight.to(dtype), offs=groups.offsets)
+    return per_set(x, groups.sizes, weight.shape[0], lambda chunk, g: chunk @ weight[g])
+
+
 class GroupedLinear(nn.Module):
     """Bias-free linear layer with one [d_in, d_out] weight per parameter set."""
 
@@ -33,8 +44,8 @@ class GroupedLinear(nn.Module):
         self.n_sets = n_sets
         self.weight = nn.Parameter(torch.empty(n_sets, d_in, d_out))
 
-    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-        return per_set(x, sizes, self.n_sets, lambda chunk, g: chunk @ self.weight[g])
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
+        return grouped_matmul(x, self.weight, groups)
 
 
 class GroupedNorm(nn.Module):
@@ -51,8 +62,8 @@ class GroupedNorm(nn.Module):
             return F.rms_norm(x, (self.dim,), self.weight[g], self.eps)
         return F.layer_norm(x, (self.dim,), self.weight[g], self.bias[g], self.eps)
 
-    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-        return per_set(x, sizes, self.n_sets, self.norm_set)
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
+        return per_set(x, groups.sizes, self.n_sets, self.norm_set)
 
 
 def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
@@ -72,8 +83,9 @@ class SwiGLU(nn.Module):
     def apply_set(self, x: torch.Tensor, g: int) -> torch.Tensor:
         return swiglu(x, self.w_gate[g], self.w_up[g], self.w_down[g])
 
-    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
-        return per_set(x, sizes, self.n_sets, self.apply_set)
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
+        h = F.silu(grouped_matmul(x, self.w_gate, groups)) * grouped_matmul(x, self.w_up, groups)
+        return grouped_matmul(h, self.w_down, groups)
 
 
 class MoEFFN(nn.Module):
@@ -99,7 +111,9 @@ class MoEFFN(nn.Module):
     def _top1(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         gate, expert = probs.max(dim=-1)
         order = torch.argsort(expert, stable=True)
-        counts = torch.bincount(expert, minlength=self.experts)
+        # scatter_add, not bincount: bincount on a GPU reads the max back to size its output (a sync)
+        counts = torch.zeros(self.experts, dtype=torch.long, device=x.device).scatter_add_(
+            0, expert, torch.ones_like(expert))
         load = counts.float() / x.shape[0]
         self.last_load = load.detach()
         self.last_aux_loss = self.experts * (load * probs.mean(dim=0)).sum()
@@ -148,10 +162,10 @@ class GroupedFFN(nn.Module):
                 for is_moe in moe_sets
             ])
 
-    def forward(self, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, groups) -> torch.Tensor:
         if not any(self.moe_sets):
-            return self.dense(x, sizes)
-        return per_set(x, sizes, self.n_sets, self.apply_set)
+            return self.dense(x, groups)
+        return per_set(x, groups.sizes, self.n_sets, self.apply_set)
 
     def apply_set(self, chunk: torch.Tensor, g: int) -> torch.Tensor:
         block = self.blocks[g]

@@ -7,7 +7,7 @@ and every ablation are plans of the one transformer in `transformer.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -78,11 +78,11 @@ class TokenGroups:
     sizes: tuple[int, ...]                 # tokens per parameter set, host ints
     perm: torch.Tensor | None = None       # sorted position -> flat (b*T + t) index; None = identity
     inv_perm: torch.Tensor | None = None   # flat index -> sorted position
-    meta: dict = field(default_factory=dict)
+    offsets: torch.Tensor | None = None    # cumulative sizes (int32), for grouped GEMMs on the device
 
     def to(self, device, non_blocking: bool = True) -> "TokenGroups":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return TokenGroups(self.sizes, move(self.perm), move(self.inv_perm), self.meta)
+        return TokenGroups(self.sizes, move(self.perm), move(self.inv_perm), move(self.offsets))
 
 
 def group_tokens(modality_ids: torch.Tensor, group_of_modality: Sequence[int], n_groups: int) -> TokenGroups:
@@ -95,5 +95,6 @@ def group_tokens(modality_ids: torch.Tensor, group_of_modality: Sequence[int], n
     perm = torch.argsort(set_ids, stable=True)
     inv_perm = torch.empty_like(perm)
     inv_perm[perm] = torch.arange(n_tokens)
-    sizes = tuple(torch.bincount(set_ids, minlength=n_groups).tolist())
-    return TokenGroups(sizes=sizes, perm=perm, inv_perm=inv_perm)
+    counts = torch.bincount(set_ids, minlength=n_groups)
+    return TokenGroups(sizes=tuple(counts.tolist()), perm=perm, inv_perm=inv_perm,
+                       offsets=torch.cumsum(counts, 0).to(torch.int32))

@@ -87,7 +87,7 @@ class Block(nn.Module):
     def attention(self, x: torch.Tensor, groups: TokenGroups, shape, rope, layer, cache, attn_mask) -> torch.Tensor:
         batch, seq = shape
         cfg = self.cfg
-        qkv = self.qkv(x, groups.sizes)
+        qkv = self.qkv(x, groups)
         if cfg.qk_norm:
             q, k, v = qkv.split(cfg.d_model, dim=-1)
             qkv = torch.cat([self._qk(q, groups, self.q_norm), self._qk(k, groups, self.k_norm), v], dim=-1)
@@ -106,7 +106,7 @@ class Block(nn.Module):
         y = y.transpose(1, 2).reshape(batch * seq, cfg.d_model)
         if groups.perm is not None:
             y = y[groups.perm]
-        return self.out(y, groups.sizes)
+        return self.out(y, groups)
 
     def _qk(self, t: torch.Tensor, groups: TokenGroups, norm: GroupedNorm) -> torch.Tensor:
         """Per-head norm of queries or keys, with each sorted chunk's own parameter set."""
@@ -114,12 +114,11 @@ class Block(nn.Module):
         return per_set(per_head, groups.sizes, norm.n_sets, norm.norm_set).reshape(t.shape)
 
     def forward(self, x, groups, shape, rope, layer=0, cache=None, attn_mask=None):
-        sizes = groups.sizes
         if self.cfg.norm_placement == "post":  # Chameleon-style: normalise each sub-layer's output
-            x = x + self.attn_norm(self.attention(x, groups, shape, rope, layer, cache, attn_mask), sizes)
-            return x + self.ffn_norm(self.ffn(x, sizes), sizes)
-        x = x + self.attention(self.attn_norm(x, sizes), groups, shape, rope, layer, cache, attn_mask)
-        return x + self.ffn(self.ffn_norm(x, sizes), sizes)
+            x = x + self.attn_norm(self.attention(x, groups, shape, rope, layer, cache, attn_mask), groups)
+            return x + self.ffn_norm(self.ffn(x, groups), groups)
+        x = x + self.attention(self.attn_norm(x, groups), groups, shape, rope, layer, cache, attn_mask)
+        return x + self.ffn(self.ffn_norm(x, groups), groups)
 
 
 class Transformer(nn.Module):
@@ -159,7 +158,7 @@ class Transformer(nn.Module):
             x = x[groups.perm]
         for layer, block in enumerate(self.blocks):
             x = block(x, groups, (batch, seq), rope, layer, cache, attn_mask)
-        x = self.final_norm(x, groups.sizes)
+        x = self.final_norm(x, groups)
         if groups.perm is not None:
             x = x[groups.inv_perm]
         if cache is not None:

@@ -11,9 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def snakemake(*args, cwd=REPO, check=False, timeout=900) -> subprocess.CompletedProcess:
-    """Run the real snakemake CLI of this environment on the repository's Snakefile."""
+OFFLINE = REPO / "tests" / "offline"
+
+
+def snakemake(*args, cwd=REPO, check=False, timeout=900, offline=False) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI of this environment on the repository's Snakefile
+    (offline=True: every Python process of the run has its network blocked)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    if offline:
+        env["PYTHONPATH"] = os.pathsep.join([str(OFFLINE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, check=check, timeout=timeout)

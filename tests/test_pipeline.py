@@ -1,17 +1,27 @@
 """The real DAG on configs/smoke.yaml, end to end, into a real MLflow store."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import snakemake
+from tests.conftest import OFFLINE, snakemake
+
+
+def test_the_offline_guard_blocks_the_network():
+    env = {**os.environ, "PYTHONPATH": str(OFFLINE)}
+    code = "import socket; socket.create_connection(('pypi.org', 443), timeout=1)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "network access blocked" in result.stderr
 
 
 @pytest.mark.slow
-def test_smoke_study_runs_end_to_end_into_mlflow(smoke_config, tmp_path):
-    result = snakemake("--cores", "2", "--configfile", str(smoke_config), timeout=600)
+def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path):
+    result = snakemake("--cores", "2", "--configfile", str(smoke_config), timeout=600, offline=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     config = yaml.safe_load(smoke_config.read_text())

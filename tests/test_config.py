@@ -75,15 +75,16 @@ def test_dry_run_plans_every_stage_in_order(smoke_config):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit() and not parts[0].endswith(":"):
             counts[parts[0]] = int(parts[1])
-    assert counts == {"init_tracking": 1, "data": 1, "fit_tokenizers": 1, "tokenize": 1, "train": 2,
-                      "evaluate": 2, "report": 1, "all": 1, "total": 10}
+    assert counts == {"init_tracking": 1, "data": 1, "fit_tokenizers": 1, "tokenize": 1, "fit_clip": 1,
+                      "fid_reference": 1, "train": 3, "evaluate": 3, "report": 1, "all": 1, "total": 14}
     graph = snakemake("--rulegraph", "--configfile", str(smoke_config)).stdout
     labels = {line.split("[")[0].strip(): line.split('label = "')[1].split('"')[0]
               for line in graph.splitlines() if "label = " in line}
     edges = {(labels[a.strip()], labels[b.strip().rstrip(";")])
              for line in graph.splitlines() if "->" in line for a, b in [line.split("->")]}
     for upstream, downstream in [("data", "fit_tokenizers"), ("fit_tokenizers", "tokenize"), ("tokenize", "train"),
-                                 ("train", "evaluate"), ("evaluate", "report"), ("init_tracking", "data")]:
+                                 ("train", "evaluate"), ("evaluate", "report"), ("init_tracking", "data"),
+                                 ("data", "fit_clip"), ("fit_clip", "fid_reference"), ("fid_reference", "evaluate")]:
         assert (upstream, downstream) in edges
 
 

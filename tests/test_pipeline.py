@@ -29,7 +29,7 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(f"{config['study']}/chameleon")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"dense", "mot", "report"}
+    assert {"dense", "mot", "moe4x", "report"} <= set(runs)
 
     for name in ("dense", "mot"):
         run = runs[name]
@@ -63,6 +63,19 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path)
     for png in ("val_loss_image_vs_step.png", "val_loss_text_vs_flops.png"):
         assert (report / png).stat().st_size > 1000
     assert "speedup/steps_frac_image" in runs["report"].data.metrics or "not reached" in (report / "speedup.md").read_text()
+
+    # MoE-4x: the load-balancing loss keeps every expert busy (>= 10% of the tokens at the last log step)
+    moe = runs["moe4x"]
+    loads = [moe.data.metrics[f"moe/load_expert{e}"] for e in range(4)]
+    assert sum(loads) == pytest.approx(1.0) and min(loads) >= 0.10, loads
+
+    # one self-contained HTML page with every figure and table
+    html = tmp_path / "report.html"
+    made = snakemake("--report", str(html), "--configfile", str(smoke_config))
+    assert made.returncode == 0, made.stderr[-2000:]
+    page = html.read_text()
+    for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "ablations.csv"):
+        assert name in page, name
 
     # a second invocation has nothing to do
     again = snakemake("-n", "--cores", "2", "--configfile", str(smoke_config))

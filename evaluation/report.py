@@ -108,7 +108,11 @@ class SettingReport:
             if not metrics_file.exists() or not run_id_file.exists():
                 self.missing.append(spec.name)
                 continue
-            self.curves[spec.name] = load_curves(self.client, run_id_file.read_text().strip(), self.modalities)
+            curves = load_curves(self.client, run_id_file.read_text().strip(), self.modalities)
+            if any(len(curves[m]["loss"]) == 0 for m in self.modalities):
+                self.missing.append(f"{spec.name} (no validation curve in MLflow)")
+                continue
+            self.curves[spec.name] = curves
             self.final[spec.name] = json.loads(metrics_file.read_text())
         # base run name -> its seeds' run names (present ones only)
         self.groups: dict[str, list[str]] = defaultdict(list)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from evaluation.clip import TinyClip, TinyClipConfig, retrieval_recall_at_1, train_tiny_clip
+from evaluation.clip_score import clip_score
 from evaluation.fid import fid_against_reference, get_feature_extractor, reference_statistics, save_statistics
 from mot.data.shards import load_split_arrays
 from mot.paths import StudyPaths
@@ -40,9 +41,14 @@ def fit_clip(config: dict, logger=None) -> dict:
                            c["lr"], c["seed"], log_fn=log_fn)
     _, eval_images, eval_captions = load_split_arrays(paths.data, config["eval"]["split"])
     n = min(len(eval_images), 512)
-    recall = retrieval_recall_at_1(clip, eval_images[:n], [caps[0] for caps in eval_captions[:n]])
-    log.info("tiny CLIP recall@1 on %d %s pairs: image->text %.3f, text->image %.3f (chance %.4f)", n,
-             config["eval"]["split"], recall["image_to_text_r1"], recall["text_to_image_r1"], recall["chance"])
+    first_captions = [caps[0] for caps in eval_captions[:n]]
+    recall = retrieval_recall_at_1(clip, eval_images[:n], first_captions)
+    # CLIP score of real eval pairs vs the same images with shuffled captions: the scale eval/clip_score lives on
+    recall["score_matched"] = clip_score(clip, eval_images[:n], first_captions)
+    recall["score_shuffled"] = clip_score(clip, eval_images[:n], first_captions[1:] + first_captions[:1])
+    log.info("tiny CLIP on %d %s pairs: recall@1 image->text %.3f, text->image %.3f (chance %.4f); "
+             "CLIP score matched %.1f vs shuffled %.1f", n, config["eval"]["split"], recall["image_to_text_r1"],
+             recall["text_to_image_r1"], recall["chance"], recall["score_matched"], recall["score_shuffled"])
     if logger:
         logger.log_metrics({f"clip/{k}": v for k, v in recall.items()}, c["steps"])
     paths.references.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,16 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path)
         assert (report / png).stat().st_size > 1000
     assert "speedup/steps_frac_image" in runs["report"].data.metrics or "not reached" in (report / "speedup.md").read_text()
 
+    # data, tokenizer and reference stages log into {study}/data
+    data_experiment = client.get_experiment_by_name(f"{config['study']}/data")
+    stages = {r.info.run_name: r.data.metrics for r in client.search_runs([data_experiment.experiment_id])}
+    assert set(stages) == {"data", "tokenizers", "tokenize", "clip", "fid_reference"}
+    assert stages["data"]["data/train_samples"] == config["data"]["synthetic"]["n_train"]
+    assert stages["data"]["data/train_bad"] == 0
+    assert {"vq/recon_mse", "vq/perplexity", "vq/codebook_usage"} <= set(stages["tokenizers"])
+    assert {"clip/image_to_text_r1", "clip/score_matched", "clip/score_shuffled"} <= set(stages["clip"])
+    assert stages["fid_reference"]["fid/random_codes"] > stages["fid_reference"]["fid/real_subset"]
+
     # MoE-4x: the load-balancing loss keeps every expert busy (>= 10% of the tokens at the last log step)
     moe = runs["moe4x"]
     loads = [moe.data.metrics[f"moe/load_expert{e}"] for e in range(4)]

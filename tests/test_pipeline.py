@@ -61,7 +61,7 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path)
     report = root / "chameleon" / "report"
     assert "| mot | image |" in (report / "speedup.md").read_text()
     for png in ("val_loss_image_vs_step.png", "val_loss_text_vs_flops.png"):
-        assert (report / png).stat().st_size > 1000
+        assert (report / "figures" / png).stat().st_size > 1000
     assert "speedup/steps_frac_image" in runs["report"].data.metrics or "not reached" in (report / "speedup.md").read_text()
 
     # data, tokenizer and reference stages log into {study}/data

@@ -165,7 +165,7 @@ class Trainer:
             if log_now and self.device.type == "cuda":
                 torch.cuda.synchronize()  # honest step times; the only sync, once per log interval
             dt = time.perf_counter() - t0
-            interval.add(sums, batch, dt)
+            interval.add(sums, batch, dt, moe_layers)
             self.wall_clock += dt
             self.tokens_seen += batch.n_tokens
             self.step = done
@@ -183,8 +183,7 @@ class Trainer:
                                            / (tcfg["peak_tflops"] * 1e12))
                 if moe_layers:
                     metrics["moe/aux_loss"] = float(aux)
-                    loads = torch.stack([m.last_load for m in moe_layers if m.last_load is not None]).mean(0)
-                    metrics.update({f"moe/load_expert{e}": float(x) for e, x in enumerate(loads)})
+                    metrics.update({f"moe/load_expert{e}": x for e, x in enumerate(interval.moe_load())})
                 self.logger.log_metrics(metrics, done)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 interval = _Interval(self.device)
@@ -214,12 +213,21 @@ class _Interval:
         self.sums = torch.zeros(len(MODALITIES), device=device)
         self.counts = [0] * len(MODALITIES)
         self.seconds, self.tokens = 0.0, 0
+        self.load_sum, self.load_steps = None, 0
 
-    def add(self, sums: torch.Tensor, batch, seconds: float) -> None:
+    def add(self, sums: torch.Tensor, batch, seconds: float, moe_layers=()) -> None:
         self.sums += sums.detach()
+        loads = [m.last_load for m in moe_layers if m.last_load is not None]
+        if loads:  # fraction of tokens per expert, averaged over MoE layers and the interval's steps
+            mean_load = torch.stack(loads).mean(0)
+            self.load_sum = mean_load if self.load_sum is None else self.load_sum + mean_load
+            self.load_steps += 1
         self.counts = [a + b for a, b in zip(self.counts, batch.target_counts)]
         self.seconds += seconds
         self.tokens += batch.n_tokens
+
+    def moe_load(self) -> list[float]:
+        return [] if self.load_sum is None else (self.load_sum / self.load_steps).tolist()
 
     def modality_losses(self, modalities) -> dict[str, float]:
         sums = self.sums.tolist()

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import torch
 
-from evaluation.clip import TinyClip, TinyClipConfig, retrieval_recall_at_1, train_tiny_clip
+from evaluation.clip import TinyClipConfig, retrieval_recall_at_1, train_tiny_clip
 from evaluation.clip_score import clip_score
 from evaluation.fid import fid_against_reference, get_feature_extractor, reference_statistics, save_statistics
 from mot.data.shards import load_split_arrays

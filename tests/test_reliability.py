@@ -1,7 +1,6 @@
 """Faults end in a clear message or a clean recovery, and nothing computed or logged is lost."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mot.config import load_config
 from mot.tracking import RunLogger, init_store
 from tests.conftest import BIN, REPO, snakemake
 

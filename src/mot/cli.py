@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from mot.config import ConfigError, find_run, load_config, run_specs
 

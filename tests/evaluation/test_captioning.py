@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import threading
 from collections import Counter
 from pathlib import Path

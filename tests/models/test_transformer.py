@@ -119,7 +119,7 @@ def test_mot_with_copies_of_dense_weights_gives_dense_output():
     dense = make_model(untie=())
     mot = make_model(untie=ALL, seed=7)
     with torch.no_grad():
-        for (name, p_mot), (_, p_dense) in zip(mot.named_parameters(), dense.named_parameters()):
+        for p_mot, p_dense in zip(mot.parameters(), dense.parameters(), strict=True):
             p_mot.copy_(p_dense.expand_as(p_mot))  # every modality's set is the dense set
     tokens, modality = batch()
     torch.testing.assert_close(mot(tokens, groups_for(mot, modality)),

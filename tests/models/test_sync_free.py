@@ -6,6 +6,7 @@ backward, and the whole step traces as one graph (`torch.compile(fullgraph=True)
 import pytest
 import torch
 import torch._dynamo
+import torch.fx.experimental.symbolic_shapes
 from torch.utils._python_dispatch import TorchDispatchMode
 
 SYNCING_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique", "aten._unique2"}

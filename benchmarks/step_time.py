@@ -28,7 +28,8 @@ ARCHS = {
 }
 
 
-def measure(size: str, arch: str, batch: int, steps: int, device: str, precision: str, threads: int) -> dict:
+def measure(size: str, arch: str, batch: int, steps: int, device: str, precision: str, threads: int,
+            compile_model: bool = False) -> dict:
     import torch
 
     from mot.models.plan import ParameterPlan, group_tokens
@@ -54,9 +55,11 @@ def measure(size: str, arch: str, batch: int, steps: int, device: str, precision
     autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                               enabled=precision == "bf16")
 
+    forward = torch.compile(model) if compile_model else model
+
     def step():
         with autocast:
-            logits = model(tokens, groups)
+            logits = forward(tokens, groups)
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
             aux = model.aux_loss()
             if aux is not None:
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="accelerator peak for MFU (default: H100 SXM dense bf16)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -110,7 +114,8 @@ def main() -> None:
 
     if args.child:
         size, arch = args.child
-        print(json.dumps(measure(size, arch, batch_for(size), args.steps, args.device, args.precision, args.threads)))
+        print(json.dumps(measure(size, arch, batch_for(size), args.steps, args.device, args.precision, args.threads,
+                                 args.compile)))
         return
 
     results: dict = {}
@@ -121,10 +126,12 @@ def main() -> None:
                        "--device", args.device, "--precision", args.precision, "--threads", str(args.threads)]
                 if args.batch:
                     cmd += ["--batch", str(args.batch)]
+                if args.compile:
+                    cmd.append("--compile")
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 results.setdefault((size, arch), []).append(json.loads(out.strip().splitlines()[-1]))
     print(f"device={args.device} precision={args.precision} threads={args.threads} steps={args.steps} "
-          f"repeats={args.repeats}")
+          f"repeats={args.repeats} compile={args.compile}")
     print(f"{'size':8} {'arch':20} {'params':>11} {'step (s)':>9} {'/dense':>7} {'tok/s':>9} {'peak MiB':>9} {'/dense':>7}"
           f" {'MFU':>6}")
     for size in args.sizes:

@@ -90,3 +90,13 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path)
     # a second invocation has nothing to do
     again = snakemake("-n", "--cores", "2", "--configfile", str(smoke_config))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # changing one run's config reruns that run and what depends on it, nothing else
+    config["settings"]["chameleon"]["runs"]["mot"]["train"] = {"lr": 5.0e-4}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--cores", "2", "--configfile", str(changed)).stdout
+    counts = {p[0]: int(p[1]) for p in (line.split() for line in plan.splitlines())
+              if len(p) == 2 and p[1].isdigit() and not p[0].endswith(":")}
+    assert counts == {"train": 1, "evaluate": 1, "report": 1, "all": 1, "total": 4}, counts
+    assert "chameleon/mot/train/final.pt" in plan and "chameleon/dense/train/final.pt" not in plan

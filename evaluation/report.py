@@ -215,14 +215,17 @@ class SettingReport:
                     lows = [c[m]["loss"].min() for c in self.curves.values()]
                     ax.set_ylim(min(lows) - 0.05 * final, final * 1.6)  # the interesting part: near dense's end
                 ax.set(xlabel=AXES[axis], ylabel=f"val loss ({m})", title=f"{self.setting}: {m} validation loss")
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=7)
-                fig.tight_layout()
-                path = self.figures / f"val_loss_{m}_vs_{axis}.png"
-                fig.savefig(path, dpi=110)
-                plt.close(fig)
-                figures.append(path)
+                figures.append(self._save(fig, ax, f"val_loss_{m}_vs_{axis}.png"))
         return figures
+
+    def _save(self, fig, ax, name: str) -> Path:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = self.figures / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
 
     def plot_eval_curves(self) -> list[Path]:
         figures = []
@@ -238,13 +241,7 @@ class SettingReport:
                 plt.close(fig)
                 continue
             ax.set(xlabel="training steps", ylabel=label, title=f"{self.setting}: {label}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = self.figures / f"{key.split('/')[1]}_vs_step.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            figures.append(path)
+            figures.append(self._save(fig, ax, f"{key.split('/')[1]}_vs_step.png"))
         return figures
 
     def plot_ablations(self, rows: list[dict]) -> list[Path]:

@@ -68,44 +68,35 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _logged_stage(run_name: str, stage):
+    """Run a study-level stage `stage(config, logger)` logging into the `{study}/data` experiment."""
+    def command(args) -> int:
+        config = load_config(args.config)
+        logger = _data_logger(config, run_name)
+        stage(config, logger)
+        logger.finish()
+        return 0
+    return command
+
+
 def cmd_fit_tokenizers(args) -> int:
     from mot.tokenizers.stage import fit_tokenizers
-
-    config = load_config(args.config)
-    logger = _data_logger(config, "tokenizers")
-    fit_tokenizers(config, logger)
-    logger.finish()
-    return 0
+    return _logged_stage("tokenizers", fit_tokenizers)(args)
 
 
 def cmd_tokenize(args) -> int:
     from mot.tokenizers.stage import tokenize_splits
-
-    config = load_config(args.config)
-    logger = _data_logger(config, "tokenize")
-    tokenize_splits(config, logger)
-    logger.finish()
-    return 0
+    return _logged_stage("tokenize", tokenize_splits)(args)
 
 
 def cmd_fit_clip(args) -> int:
     from evaluation.references import fit_clip
-
-    config = load_config(args.config)
-    logger = _data_logger(config, "clip")
-    fit_clip(config, logger)
-    logger.finish()
-    return 0
+    return _logged_stage("clip", fit_clip)(args)
 
 
 def cmd_fid_reference(args) -> int:
     from evaluation.references import fid_reference
-
-    config = load_config(args.config)
-    logger = _data_logger(config, "fid_reference")
-    fid_reference(config, logger)
-    logger.finish()
-    return 0
+    return _logged_stage("fid_reference", fid_reference)(args)
 
 
 def cmd_train(args) -> int:

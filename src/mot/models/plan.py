@@ -70,6 +70,20 @@ class ParameterPlan:
         return any(m in self.moe.modalities for m in self.modalities_of_set("ffn", set_index))
 
 
+class PermuteRows(torch.autograd.Function):
+    """x[perm] whose backward is a gather with the inverse permutation, not an atomic scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x, perm, inverse):
+        ctx.save_for_backward(inverse)
+        return x[perm]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad[inverse], None, None
+
+
 @dataclass
 class TokenGroups:
     """Tokens of a [B, T] batch sorted by parameter set: built on the host by the batch builder,
@@ -79,6 +93,14 @@ class TokenGroups:
     perm: torch.Tensor | None = None       # sorted position -> flat (b*T + t) index; None = identity
     inv_perm: torch.Tensor | None = None   # flat index -> sorted position
     offsets: torch.Tensor | None = None    # cumulative sizes (int32), for grouped GEMMs on the device
+
+    def to_sorted(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of x [B*T, ...] from sequence order to parameter-set order."""
+        return x if self.perm is None else PermuteRows.apply(x, self.perm, self.inv_perm)
+
+    def to_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of x from parameter-set order back to sequence order."""
+        return x if self.perm is None else PermuteRows.apply(x, self.inv_perm, self.perm)
 
     def to(self, device, non_blocking: bool = True) -> "TokenGroups":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731

@@ -91,8 +91,7 @@ class Block(nn.Module):
         if cfg.qk_norm:
             q, k, v = qkv.split(cfg.d_model, dim=-1)
             qkv = torch.cat([self._qk(q, groups, self.q_norm), self._qk(k, groups, self.k_norm), v], dim=-1)
-        if groups.perm is not None:
-            qkv = qkv[groups.inv_perm]  # back to sequence order for the one global attention
+        qkv = groups.to_sequence(qkv)  # back to sequence order for the one global attention
         q, k, v = qkv.view(batch, seq, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
         cos, sin = rope
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -104,8 +103,7 @@ class Block(nn.Module):
                 is_causal = False  # one new token attends to every cached position
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and seq > 1)
         y = y.transpose(1, 2).reshape(batch * seq, cfg.d_model)
-        if groups.perm is not None:
-            y = y[groups.perm]
+        y = groups.to_sorted(y)
         return self.out(y, groups)
 
     def _qk(self, t: torch.Tensor, groups: TokenGroups, norm: GroupedNorm) -> torch.Tensor:
@@ -154,13 +152,11 @@ class Transformer(nn.Module):
             positions = torch.arange(start, start + seq, device=tokens.device).expand(batch, seq)
         rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.embed(tokens).reshape(batch * seq, -1)
-        if groups.perm is not None:
-            x = x[groups.perm]
+        x = groups.to_sorted(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, groups, (batch, seq), rope, layer, cache, attn_mask)
         x = self.final_norm(x, groups)
-        if groups.perm is not None:
-            x = x[groups.inv_perm]
+        x = groups.to_sequence(x)
         if cache is not None:
             cache.length += seq
         return self.head(x).view(batch, seq, -1)

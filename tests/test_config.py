@@ -117,6 +117,8 @@ BAD_CONFIGS = {
     "unknown setting": (lambda c: c["settings"].update(flamingo={"modalities": ["text"], "runs": {"dense": {}}}),
                         r"settings\.flamingo: unknown key \(expected one of: chameleon, chameleon_speech, transfusion\)"),
     "bad run name": (lambda c: c["settings"]["chameleon"]["runs"].update({"My Run": {}}), r"settings\.chameleon\.runs"),
+    "unknown feature extractor": (lambda c: c["eval"].update(fid_extractor="dinov2"),
+                                  r"eval\.fid_extractor: expected one of \['tiny_clip', 'inception'\], got 'dinov2'"),
     "unknown routing": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"moe": {"routing": "top2"}}),
                         r"settings\.chameleon\.runs\.moe4x\.moe\.routing: expected one of \['top1', 'expert_choice'\]"),
 }

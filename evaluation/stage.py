@@ -101,8 +101,10 @@ class Evaluator:
 def evaluate(config: dict, run: RunSpec) -> dict:
     ev = Evaluator(config, run)
     paths = ev.paths
-    logger = RunLogger.attach(config["results_dir"], paths.run_id_file(run.setting, run.name))
-    logger.log_params({"eval.fid_extractor": ev.extractor.name, "eval.split": ev.ecfg["split"]})
+    logger = RunLogger.attach(config["results_dir"], paths.run_id_file(run.setting, run.name), revisable=True)
+    eval_params = {"eval.fid_extractor": ev.extractor.name, "eval.split": ev.ecfg["split"]}
+    logger.log_params(eval_params)
+    logger.set_tags(eval_params)  # the current values, should a re-evaluation change them
     curve = {}
     for step in run.snapshot_steps(config):
         ev.load(torch.load(paths.snapshot(run.setting, run.name, step), map_location=ev.device)["model"])

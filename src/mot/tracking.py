@@ -56,11 +56,16 @@ def init_store(results_dir: str | Path, study: str, settings: list[str]) -> dict
 
 
 class RunLogger:
-    """Logs into one MLflow run; resumable: points at or below a key's last logged step are dropped."""
+    """Logs into one MLflow run without ever logging a (metric, step, value) twice.
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    A resumed training run drops points at or below a key's last logged step (the same run recomputes the same
+    values). An evaluation that is rerun (`revisable=True`) drops only points identical to logged ones, so a
+    re-evaluation with a changed eval config adds its new values, which MLflow then shows as the latest."""
+
+    def __init__(self, client: MlflowClient, run_id: str, revisable: bool = False):
+        self.client, self.run_id, self.revisable = client, run_id, revisable
         self._last_step: dict[str, int] = {}
+        self._logged: set[tuple[str, int, float]] = set()
         self._pending: list[Metric] = []
 
     @classmethod
@@ -86,9 +91,9 @@ class RunLogger:
         return logger
 
     @classmethod
-    def attach(cls, results_dir, run_id_file: Path) -> "RunLogger":
+    def attach(cls, results_dir, run_id_file: Path, revisable: bool = False) -> "RunLogger":
         """Log into an existing run (evaluation logs into its training run)."""
-        logger = cls(client_for(results_dir), run_id_file.read_text().strip())
+        logger = cls(client_for(results_dir), run_id_file.read_text().strip(), revisable)
         logger._load_last_steps()
         return logger
 
@@ -97,9 +102,13 @@ class RunLogger:
         for key in run.data.metrics:
             history = self.client.get_metric_history(self.run_id, key)
             self._last_step[key] = max(m.step for m in history) if history else -1
+            self._logged.update((key, m.step, m.value) for m in history)
 
     def log_params(self, params: dict[str, str]) -> None:
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        """MLflow params are immutable: a key already logged keeps its value (evaluation records the current
+        value as a tag of the same name too)."""
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
         for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
@@ -109,10 +118,12 @@ class RunLogger:
     def log_metrics(self, metrics: dict[str, float], step: int, flush: bool = True) -> None:
         now = int(time.time() * 1000)
         for key, value in metrics.items():
-            if step <= self._last_step.get(key, -1):
+            value = float(value)
+            if (key, step, value) in self._logged or (not self.revisable and step <= self._last_step.get(key, -1)):
                 continue  # already logged before a restart
-            self._pending.append(Metric(key, float(value), now, step))
-            self._last_step[key] = step
+            self._pending.append(Metric(key, value, now, step))
+            self._last_step[key] = max(step, self._last_step.get(key, -1))
+            self._logged.add((key, step, value))
         if flush:
             self.flush()
 

@@ -1,0 +1,40 @@
+"""MLflow logging: a resumed run never logs a (metric, step) twice; a re-evaluation revises values."""
+
+from mlflow.tracking import MlflowClient
+
+from mot.tracking import RunLogger, init_store
+
+
+def history(client, run_id, key):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_resumed_training_run_drops_points_it_already_logged(tmp_path):
+    init_store(tmp_path, "s", ["chameleon"])
+    run_id_file = tmp_path / "run_id"
+    first = RunLogger.start_or_resume(tmp_path, "s/chameleon", "mot", run_id_file, {"arch": "mot"}, {"a": "1"})
+    for step in (10, 20, 30):
+        first.log_metrics({"train/loss": 1.0 / step}, step)
+    resumed = RunLogger.start_or_resume(tmp_path, "s/chameleon", "mot", run_id_file, {"arch": "mot"}, {"a": "1"})
+    for step in (20, 30, 40):  # restarted from the step-20 checkpoint: 20 and 30 are recomputed
+        resumed.log_metrics({"train/loss": 1.0 / step}, step)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert history(client, first.run_id, "train/loss") == [(10, 0.1), (20, 0.05), (30, 1 / 30), (40, 0.025)]
+    assert resumed.run_id == first.run_id
+
+
+def test_re_evaluation_adds_changed_values_only(tmp_path):
+    init_store(tmp_path, "s", ["chameleon"])
+    run_id_file = tmp_path / "run_id"
+    RunLogger.start_or_resume(tmp_path, "s/chameleon", "mot", run_id_file, {}, {}).log_metrics({"eval/fid": 9.0}, 600)
+    again = RunLogger.attach(tmp_path, run_id_file, revisable=True)
+    again.log_metrics({"eval/fid": 9.0}, 600)  # a rerun with the same result: nothing new
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert history(client, again.run_id, "eval/fid") == [(600, 9.0)]
+    RunLogger.attach(tmp_path, run_id_file, revisable=True).log_metrics({"eval/fid": 7.5}, 600)  # eval config changed
+    assert client.get_run(again.run_id).data.metrics["eval/fid"] == 7.5
+    # params are immutable in MLflow: a changed value keeps the first and does not fail
+    logger = RunLogger.attach(tmp_path, run_id_file, revisable=True)
+    logger.log_params({"eval.fid_extractor": "tiny_clip"})
+    logger.log_params({"eval.fid_extractor": "inception"})
+    assert client.get_run(again.run_id).data.params["eval.fid_extractor"] == "tiny_clip"

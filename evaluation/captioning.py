@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,6 +18,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+from mot.data.captions import most_frequent_caption  # noqa: F401  (part of this module's API: the baseline caption)
 
 log = logging.getLogger(__name__)
 
@@ -238,15 +239,6 @@ def _release_meteor(scorer: Meteor) -> None:
 
 
 # ---------------------------------------------------------------- baselines
-
-
-def most_frequent_caption(captions: Iterable[str]) -> str:
-    """The most common caption after lowercasing and whitespace normalisation; ties go to the first seen."""
-    counts = Counter(" ".join(caption.lower().split()) for caption in captions)
-    if not counts:
-        raise ValueError("most_frequent_caption: no captions given")
-    # Counter keeps first-insertion order and max returns the first maximal key
-    return max(counts, key=counts.__getitem__)
 
 
 def constant_predictions(image_ids: Iterable[int], caption: str) -> dict[int, str]:

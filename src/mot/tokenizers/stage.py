@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mot.config import ConfigError
+from mot.data.captions import most_frequent_caption
 from mot.data.sequences import TokenizedSplit, Vocabulary
 from mot.data.shards import load_manifest, load_split_arrays
 from mot.paths import StudyPaths
@@ -18,7 +19,7 @@ from mot.tokenizers.image_vq import VQConfig, VQVAE, train_vqvae
 from mot.tokenizers.text_bpe import TextTokenizer
 
 log = logging.getLogger("mot.tokenize")
-TEXT_TOKENIZER, IMAGE_TOKENIZER, VOCAB = "text_bpe.json", "vqvae.pt", "vocab.json"
+TEXT_TOKENIZER, IMAGE_TOKENIZER, VOCAB, FIT_SUMMARY = "text_bpe.json", "vqvae.pt", "vocab.json", "fit_summary.json"
 
 
 def fit_tokenizers(config: dict, logger=None) -> dict:
@@ -45,11 +46,13 @@ def fit_tokenizers(config: dict, logger=None) -> dict:
     vocab = Vocabulary(text_size=text.vocab_size, image_codes=vq.codebook_size, pad=text.pad_id,
                        bos=text.bos_id, eos=text.eos_id, boi=text.boi_id, eoi=text.eoi_id)
     summary = {"text_vocab_size": text.vocab_size, "image_codebook_size": vq.codebook_size,
+               # the constant-caption baseline of evaluation, computed here where the training captions are loaded
+               "most_frequent_caption": most_frequent_caption(c for caps in captions for c in caps),
                "image_tokens_per_image": model.tokens_per_image(images.shape[1]),
                **{f"vq_final/{k}": v for k, v in metrics.items()}}
     if logger:
         logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))}, vq_cfg["steps"])
-    (paths.tokenizers / "fit_summary.json").write_text(json.dumps(summary, indent=2))
+    (paths.tokenizers / FIT_SUMMARY).write_text(json.dumps(summary, indent=2))
     # written last: its presence means both tokenizers are complete (the Snakemake output)
     (paths.tokenizers / VOCAB).write_text(json.dumps(vocab.as_dict(), indent=2))
     return summary

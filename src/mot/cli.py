@@ -68,35 +68,33 @@ def cmd_data(args) -> int:
     return 0
 
 
-def _logged_stage(run_name: str, stage):
+def _logged_stage(args, run_name: str, stage) -> int:
     """Run a study-level stage `stage(config, logger)` logging into the `{study}/data` experiment."""
-    def command(args) -> int:
-        config = load_config(args.config)
-        logger = _data_logger(config, run_name)
-        stage(config, logger)
-        logger.finish()
-        return 0
-    return command
+    config = load_config(args.config)
+    logger = _data_logger(config, run_name)
+    stage(config, logger)
+    logger.finish()
+    return 0
 
 
 def cmd_fit_tokenizers(args) -> int:
     from mot.tokenizers.stage import fit_tokenizers
-    return _logged_stage("tokenizers", fit_tokenizers)(args)
+    return _logged_stage(args, "tokenizers", fit_tokenizers)
 
 
 def cmd_tokenize(args) -> int:
     from mot.tokenizers.stage import tokenize_splits
-    return _logged_stage("tokenize", tokenize_splits)(args)
+    return _logged_stage(args, "tokenize", tokenize_splits)
 
 
 def cmd_fit_clip(args) -> int:
     from evaluation.references import fit_clip
-    return _logged_stage("clip", fit_clip)(args)
+    return _logged_stage(args, "clip", fit_clip)
 
 
 def cmd_fid_reference(args) -> int:
     from evaluation.references import fid_reference
-    return _logged_stage("fid_reference", fid_reference)(args)
+    return _logged_stage(args, "fid_reference", fid_reference)
 
 
 def cmd_train(args) -> int:

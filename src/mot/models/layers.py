@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mot.models.plan import TokenGroups
+
 
 def per_set(x: torch.Tensor, sizes: tuple[int, ...], n_sets: int, apply) -> torch.Tensor:
     """apply(chunk, g) over the chunks of x (rows sorted by set); one call when n_sets == 1."""
@@ -118,20 +120,12 @@ class MoEFFN(nn.Module):
         self.last_load = load.detach()
         self.last_aux_loss = self.experts * (load * probs.mean(dim=0)).sum()
         x_sorted = x[order]
-        if _grouped_mm_dtype(x) is not None:
-            y_sorted = self._grouped_experts(x_sorted, torch.cumsum(counts, 0).to(torch.int32), _grouped_mm_dtype(x))
-        else:  # CPU: split sizes read on the host (a sync only where there is no device to wait for)
-            y_sorted = per_set(x_sorted, tuple(counts.tolist()), self.experts, self.ffn.apply_set)
+        # a GPU in bf16 takes device offsets (no sync); elsewhere the split sizes are read on the host
+        sizes = None if _grouped_mm_dtype(x) is not None else tuple(counts.tolist())
+        y_sorted = self.ffn(x_sorted, TokenGroups(sizes=sizes, offsets=torch.cumsum(counts, 0).to(torch.int32)))
         y = torch.empty_like(y_sorted)
         y[order] = y_sorted
         return y * gate.unsqueeze(-1).to(y.dtype)
-
-    def _grouped_experts(self, x_sorted: torch.Tensor, offsets: torch.Tensor, dtype) -> torch.Tensor:
-        """All experts in three grouped GEMMs with device offsets: no host-device sync (Hopper, bf16)."""
-        f, xs = self.ffn, x_sorted.to(dtype)
-        h = F.silu(torch._grouped_mm(xs, f.w_gate.to(dtype), offs=offsets))
-        h = h * torch._grouped_mm(xs, f.w_up.to(dtype), offs=offsets)
-        return torch._grouped_mm(h, f.w_down.to(dtype), offs=offsets).to(x_sorted.dtype)
 
     def _expert_choice(self, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         n_tokens = x.shape[0]

@@ -34,6 +34,32 @@ def test_defaults_are_filled_and_run_overrides_only_what_they_name(tmp_path):
     assert loaded["train"]["grad_clip"] == 1.0  # schema default
 
 
+def test_seeds_most_specific_wins_and_names_follow_each_runs_seed_count(tmp_path):
+    config = base()
+    config["seeds"] = [0]
+    config["settings"]["chameleon"]["seeds"] = [0, 1]
+    config["settings"]["chameleon"]["runs"]["mot"]["seeds"] = [0, 1, 2]
+    config["settings"]["chameleon"]["runs"]["moe4x"]["seeds"] = [7]
+    specs = run_specs(load_config([write(tmp_path, config)]), "chameleon")
+    assert sorted((s.name, s.base_name, s.seed) for s in specs) == [
+        ("dense-s0", "dense", 0), ("dense-s1", "dense", 1),                # the setting's seeds
+        ("moe4x", "moe4x", 7),                                             # one seed: the plain name
+        ("mot-s0", "mot", 0), ("mot-s1", "mot", 1), ("mot-s2", "mot", 2)]  # the run's own
+    del config["settings"]["chameleon"]["seeds"]
+    specs = run_specs(load_config([write(tmp_path, config)]), "chameleon")
+    assert [s.name for s in specs if s.base_name == "dense"] == ["dense"]  # the study's single seed
+
+
+def test_seeded_run_name_clashing_with_another_run_is_rejected(tmp_path):
+    config = base()
+    config["settings"]["chameleon"]["runs"]["mot"]["seeds"] = [0, 1]
+    config["settings"]["chameleon"]["runs"]["mot-s1"] = {"untie": ["ffn"]}
+    path = write(tmp_path, config)
+    with pytest.raises(ConfigError, match=rf"^{path}: settings\.chameleon\.runs\.mot-s1\.seeds: run 'mot-s1' .* "
+                                          r"named 'mot-s1', like a seed of run 'mot'"):
+        load_config([path])
+
+
 def test_unknown_key_names_file_and_key_path(tmp_path):
     config = base()
     config["model"]["d_modle"] = 64
@@ -114,6 +140,10 @@ BAD_CONFIGS = {
                                                                            "val_json": "/tmp", "val_images": "/tmp"}),
                           r"data\.coco\.train_json: path '/nonexistent/a\.json' does not exist"),
     "empty seeds": (lambda c: c.update(seeds=[]), r"seeds: \[\] should be non-empty"),
+    "empty seeds of a run": (lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(seeds=[]),
+                             r"settings\.chameleon\.runs\.mot\.seeds: \[\] should be non-empty"),
+    "repeated seed of a setting": (lambda c: c["settings"]["chameleon"].update(seeds=[1, 1]),
+                                   r"settings\.chameleon\.seeds: .*non-unique"),
     "unknown setting": (lambda c: c["settings"].update(flamingo={"modalities": ["text"], "runs": {"dense": {}}}),
                         r"settings\.flamingo: unknown key \(expected one of: chameleon, chameleon_speech, transfusion\)"),
     "bad run name": (lambda c: c["settings"]["chameleon"]["runs"].update({"My Run": {}}), r"settings\.chameleon\.runs"),

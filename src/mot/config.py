@@ -170,6 +170,16 @@ def _semantic_problems(config: dict):
             elif moe_modalities and "ffn" not in run_cfg.get("untie", []) and set(moe_modalities) != set(modalities):
                 yield at + ["moe", "modalities"], ("a shared FFN is an MoE for every modality: list all of "
                                                    f"{modalities} or add ffn to untie")
+        names = {}
+        for run_name in setting_cfg["runs"]:
+            seeds = run_seeds(config, setting, run_name)
+            for seed in seeds:
+                name = seed_run_name(run_name, seed, len(seeds))
+                if name in names:
+                    yield ["settings", setting, "runs", run_name, "seeds"], (
+                        f"run {run_name!r} with seed {seed} is named {name!r}, like a seed of run {names[name]!r}; "
+                        "rename one of them")
+                names[name] = run_name
         if setting == "chameleon" and sorted(modalities) != ["image", "text"]:
             yield ["settings", setting, "modalities"], "expected [text, image] for the chameleon setting"
     data = config["data"]
@@ -246,9 +256,19 @@ class RunSpec:
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def run_seeds(config: dict, setting: str, run: str) -> list[int]:
+    """The run's seeds: its own `seeds:`, else its setting's, else the study's (the most specific wins)."""
+    setting_cfg = config["settings"][setting]
+    return list(setting_cfg["runs"][run].get("seeds") or setting_cfg.get("seeds") or config["seeds"])
+
+
+def seed_run_name(base_name: str, seed: int, n_seeds: int) -> str:
+    """A run with one seed keeps its plain name; with several, each seed is `{run}-s{seed}`."""
+    return base_name if n_seeds == 1 else f"{base_name}-s{seed}"
+
+
 def run_specs(config: dict, setting: str | None = None) -> list[RunSpec]:
     """Every run of the grid (all seeds), in config order."""
-    seeds = config["seeds"]
     specs = []
     for setting_name, setting_cfg in config["settings"].items():
         if setting is not None and setting_name != setting:
@@ -259,10 +279,10 @@ def run_specs(config: dict, setting: str | None = None) -> list[RunSpec]:
             moe = copy.deepcopy(run_cfg.get("moe"))
             if moe is not None:
                 moe["modalities"] = moe.get("modalities") or list(modalities)
+            seeds = run_seeds(config, setting_name, base_name)
             for seed in seeds:
                 specs.append(RunSpec(
-                    study=config["study"], setting=setting_name,
-                    name=base_name if len(seeds) == 1 else f"{base_name}-s{seed}",
+                    study=config["study"], setting=setting_name, name=seed_run_name(base_name, seed, len(seeds)),
                     base_name=base_name, seed=seed,
                     arch=run_cfg.get("arch", base_name), ablation=run_cfg.get("ablation", "none"),
                     modalities=modalities,

@@ -1,4 +1,5 @@
-"""WebDataset tar shards of (key, PNG image, captions) plus their manifest entries.
+"""WebDataset tar shards plus their manifest entries: (key, PNG image, captions) here,
+and the shared writer/reader that other sample kinds (speech) encode and decode through.
 
 Writing validates every sample and skips bad ones, counting them by reason;
 reading checks shards against ``manifest.json`` and turns any corruption into a
@@ -10,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import webdataset as wds
@@ -22,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 MANIFEST_NAME = "manifest.json"
+T = TypeVar("T")
 BAD_REASONS = ("missing_image", "unreadable_image", "empty_caption", "non_utf8_caption")
 
 
@@ -42,7 +45,9 @@ class Sample:
     captions: list
 
 
-class _BadSample(Exception):
+class BadSample(Exception):
+    """Raised by a sample encoder: the sample is skipped and counted under ``reason``."""
+
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
@@ -63,6 +68,28 @@ def write_split(
 
     image_size, when given, resizes every image to image_size x image_size (bicubic).
     """
+
+    def encode(sample: Sample) -> tuple[str, dict[str, bytes]]:
+        image, captions = validate_sample(sample, image_size)
+        payload = json.dumps({"captions": captions}, ensure_ascii=False).encode("utf-8")
+        return sample.key, {"png": encode_png(image), "json": payload}
+
+    return write_records(samples, encode, out_dir, split, shard_size, total, unit="img")
+
+
+def write_records(
+    samples: Iterable[Any],
+    encode: Callable[[Any], tuple[str, dict[str, bytes]]],
+    out_dir: Path,
+    split: str,
+    shard_size: int,
+    total: int | None = None,
+    unit: str = "sample",
+) -> dict:
+    """Encode each sample to (key, {extension: bytes}) and write it to ``{out_dir}/{split}-{i:05d}.tar``.
+
+    encode raises BadSample for a sample to skip; the returned manifest entry counts those by reason.
+    """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     out_dir = Path(out_dir)
@@ -70,13 +97,13 @@ def write_split(
     bad_by_reason: Counter[str] = Counter()
     shards = _ShardSequence(out_dir, split, shard_size)
     try:
-        for sample in tqdm(samples, total=total, desc=split, unit="img"):
+        for sample in tqdm(samples, total=total, desc=split, unit=unit):
             try:
-                image, captions = validate_sample(sample, image_size)
-            except _BadSample as bad:
+                key, fields = encode(sample)
+            except BadSample as bad:
                 bad_by_reason[bad.reason] += 1
                 continue
-            shards.write(sample.key, encode_png(image), captions)
+            shards.write(key, fields)
     finally:
         shards.close()
     return {
@@ -97,14 +124,13 @@ class _ShardSequence:
         self._name = ""
         self._count = 0
 
-    def write(self, key: str, png: bytes, captions: list[str]) -> None:
+    def write(self, key: str, fields: dict[str, bytes]) -> None:
         if self._writer is None or self._count == self.shard_size:
             self._finish_current()
             self._name = f"{self.split}-{len(self.entries):05d}.tar"
             # mtime=0 so the same data always gives byte-identical shards (stable sha256).
             self._writer = wds.TarWriter(str(self.out_dir / self._name), encoder=False, mtime=0)
-        payload = json.dumps({"captions": captions}, ensure_ascii=False).encode("utf-8")
-        self._writer.write({"__key__": key, "png": png, "json": payload})
+        self._writer.write({"__key__": key, **fields})
         self._count += 1
 
     def close(self) -> None:
@@ -121,7 +147,7 @@ class _ShardSequence:
 
 
 def validate_sample(sample: Sample, image_size: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """Return (RGB uint8 image, cleaned captions) or raise _BadSample with the reason."""
+    """Return (RGB uint8 image, cleaned captions) or raise BadSample with the reason."""
     image = _validate_image(sample.image, image_size)
     captions = _validate_captions(sample.captions)
     return image, captions
@@ -129,12 +155,12 @@ def validate_sample(sample: Sample, image_size: int | None = None) -> tuple[np.n
 
 def _validate_image(image: np.ndarray | bytes | None, image_size: int | None) -> np.ndarray:
     if image is None:
-        raise _BadSample("missing_image")
+        raise BadSample("missing_image")
     if isinstance(image, (bytes, bytearray, memoryview)):
         image = _decode_image_bytes(bytes(image))
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8
             and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) > 0):
-        raise _BadSample("unreadable_image")
+        raise BadSample("unreadable_image")
     if image_size is not None and image.shape[:2] != (image_size, image_size):
         resized = Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
         image = np.asarray(resized)
@@ -146,7 +172,7 @@ def _decode_image_bytes(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
     except Exception as exc:  # PIL raises many exception types on corrupt input
-        raise _BadSample("unreadable_image") from exc
+        raise BadSample("unreadable_image") from exc
 
 
 def _validate_captions(captions: list | None) -> list[str]:
@@ -156,13 +182,13 @@ def _validate_captions(captions: list | None) -> list[str]:
             try:
                 caption = bytes(caption).decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise _BadSample("non_utf8_caption") from exc
+                raise BadSample("non_utf8_caption") from exc
         if not isinstance(caption, str):
             raise TypeError(f"caption must be str or bytes, got {type(caption).__name__}")
         if caption.strip():
             cleaned.append(caption.strip())
     if not cleaned:
-        raise _BadSample("empty_caption")
+        raise BadSample("empty_caption")
     return cleaned
 
 
@@ -178,6 +204,29 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    """Write ``{out_dir}/manifest.json`` atomically: its presence means every shard it lists is complete."""
+    path = Path(out_dir) / MANIFEST_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_bad_fraction(split: str, entry: dict, max_bad_fraction: float) -> None:
+    """Raise DataError when more than max_bad_fraction of a split's samples were bad."""
+    n_bad = entry["n_bad"]
+    total = n_bad + entry["n_samples"]
+    if total and n_bad / total > max_bad_fraction:
+        reasons = ", ".join(f"{reason}={count}" for reason, count in entry["bad_by_reason"].items())
+        raise DataError(
+            f"{split}: {n_bad} of {total} samples are bad ({reasons}), above max_bad_fraction={max_bad_fraction}"
+        )
 
 
 # --- reading -------------------------------------------------------------------
@@ -197,6 +246,16 @@ def read_split(
     data_dir: Path, split: str, verify: bool = False
 ) -> Iterator[tuple[str, np.ndarray, list[str]]]:
     """Yield (key, HxWx3 uint8 image, captions) for a split, in shard order."""
+    yield from read_records(data_dir, split, _decode_record, verify)
+
+
+def read_records(
+    data_dir: Path, split: str, decode: Callable[[Path, dict], T], verify: bool = False
+) -> Iterator[T]:
+    """Yield decode(shard path, record) for every record of a split, in shard order.
+
+    decode raises DataError (naming the shard) for a record it cannot read.
+    """
     data_dir = Path(data_dir)
     shard_entries = _split_entry(load_manifest(data_dir), data_dir, split)["shards"]
     for shard in shard_entries:
@@ -205,7 +264,7 @@ def read_split(
             raise DataError(f"{path}: shard listed in {MANIFEST_NAME} is missing")
         if verify:
             _verify_sha256(path, shard["sha256"])
-        yield from _read_shard(path, shard["n_samples"])
+        yield from _read_shard(path, shard["n_samples"], decode)
 
 
 def load_split_arrays(data_dir: Path, split: str) -> tuple[list[str], np.ndarray, list[list[str]]]:
@@ -238,14 +297,14 @@ def _verify_sha256(path: Path, expected: str) -> None:
         raise DataError(f"{path}: sha256 mismatch (manifest {expected[:12]}..., file {actual[:12]}...)")
 
 
-def _read_shard(path: Path, expected_samples: int) -> Iterator[tuple[str, np.ndarray, list[str]]]:
+def _read_shard(path: Path, expected_samples: int, decode: Callable[[Path, dict], T]) -> Iterator[T]:
     n_read = 0
     dataset = wds.WebDataset([str(path)], shardshuffle=False, empty_check=False)
     try:
         for record in dataset:
-            key, image, captions = _decode_record(path, record)
+            decoded = decode(path, record)
             n_read += 1
-            yield key, image, captions
+            yield decoded
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         # webdataset appends " @ <stream>" and the url to the message; keep just the reason.
         reason = str(exc.args[0]).split(" @ ")[0] if exc.args else ""
@@ -257,11 +316,19 @@ def _read_shard(path: Path, expected_samples: int) -> Iterator[tuple[str, np.nda
         )
 
 
-def _decode_record(path: Path, record: dict) -> tuple[str, np.ndarray, list[str]]:
+def require_fields(path: Path, record: dict, fields: tuple[str, ...]) -> str:
+    """Return the record's key; a record missing one of fields means a corrupt shard."""
     key = record.get("__key__", "?")
-    if "png" not in record or "json" not in record:
-        fields = sorted(k for k in record if not k.startswith("__"))
-        raise DataError(f"{path}: sample {key!r} has only {fields}, not png+json (corrupt or truncated shard)")
+    if any(field not in record for field in fields):
+        have = sorted(k for k in record if not k.startswith("__"))
+        raise DataError(
+            f"{path}: sample {key!r} has only {have}, not {'+'.join(fields)} (corrupt or truncated shard)"
+        )
+    return key
+
+
+def _decode_record(path: Path, record: dict) -> tuple[str, np.ndarray, list[str]]:
+    key = require_fields(path, record, ("png", "json"))
     try:
         with Image.open(io.BytesIO(record["png"])) as img:
             image = np.asarray(img.convert("RGB"))

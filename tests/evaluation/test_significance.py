@@ -1,0 +1,83 @@
+"""Seed summaries and Welch's t-test against values computed by hand."""
+
+import math
+
+import pytest
+from scipy import special
+
+from evaluation.significance import PValue, SeedStat, seed_stat, standard_error, verdict, welch
+
+# measured by a user with 3 seeds on the default study: final val loss
+TEXT_DENSE, TEXT_MOT = [1.0563, 1.0563, 1.0562], [1.0221, 1.0198, 1.0224]
+IMAGE_DENSE, IMAGE_MOT = [0.8247, 0.8090, 0.8225], [0.8135, 0.8201, 0.8230]
+
+
+def by_hand(a, b):
+    """Welch's t, Welch–Satterthwaite df and the two-sided p from the t distribution's incomplete beta."""
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    t = (ma - mb) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return t, df, special.betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def test_two_seeds_each_closed_form_with_two_degrees_of_freedom():
+    # means 1 and 4, variances 2 and 2: t = -3 / sqrt(2/2 + 2/2), df = 2, p = 1 - |t| / sqrt(t^2 + 2)
+    test = welch([0, 2], [3, 5])
+    t = -3 / math.sqrt(2)
+    assert test.t == pytest.approx(t) and test.df == pytest.approx(2)
+    assert test.p == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2))  # 0.16795
+    assert verdict(test) == "no"
+
+
+def test_three_seeds_each_closed_form_with_four_degrees_of_freedom():
+    # variances 1 and 1, n 3 and 3: t = -3 / sqrt(2/3), df = 4; Student's t CDF for 4 df in closed form
+    test = welch([0, 1, 2], [3, 4, 5])
+    t = -3 / math.sqrt(2 / 3)
+    u = abs(t) / math.sqrt(1 + t * t / 4)
+    assert test.df == pytest.approx(4)
+    assert test.p == pytest.approx(1 - 0.75 * u * (1 - t * t / (12 * (1 + t * t / 4))))  # 0.02131
+    assert verdict(test) == "yes"
+
+
+@pytest.mark.parametrize("a, b, beyond", [(TEXT_DENSE, TEXT_MOT, True), (IMAGE_DENSE, IMAGE_MOT, False)])
+def test_the_users_three_seed_measurements(a, b, beyond):
+    t, df, p = by_hand(a, b)
+    test = welch(a, b)
+    assert (test.t, test.df, test.p) == pytest.approx((t, df, p), rel=1e-6)
+    assert test.beyond_noise() is beyond
+    assert verdict(test) == ("yes" if beyond else "no")
+
+
+def test_unequal_seed_counts():
+    a, b = [1.0, 1.2, 1.1, 1.3], [0.9, 1.0]
+    t, df, p = by_hand(a, b)
+    assert (welch(a, b).t, welch(a, b).df, welch(a, b).p) == pytest.approx((t, df, p), rel=1e-6)
+
+
+def test_no_test_without_two_seeds_on_each_side_or_without_any_variance():
+    assert welch([1.0], [2.0, 2.1]) is None
+    assert welch([1.0, 1.1], [2.0]) is None
+    assert welch([1.0, 1.0], [1.0, 1.0]) is None
+    assert verdict(None) == ""
+
+
+def test_one_seed_has_no_std_never_zero():
+    one = seed_stat([0.8247])
+    assert one.n == 1 and one.std is None and str(one) == "0.8247"
+    assert seed_stat([None, None]) is None
+    two = seed_stat([0.5, 0.6, None])  # missing seeds are left out
+    assert two.n == 2 and two.std == pytest.approx(math.sqrt(0.005))  # sample std (ddof 1), as Welch uses
+    assert str(two) == "0.5500 ± 0.0707"
+
+
+def test_standard_error_of_a_difference():
+    a, b = SeedStat((0.0, 2.0)), SeedStat((3.0, 5.0))
+    assert standard_error(a, b) == pytest.approx(math.sqrt(2 / 2 + 2 / 2))
+    assert standard_error(a, SeedStat((3.0,))) is None
+
+
+def test_p_values_print_small_ones_readably():
+    assert str(PValue(0.04321)) == "0.0432"
+    assert str(PValue(3.2e-7)) == "3.2e-07"

@@ -216,6 +216,14 @@ def resolve_section(config: dict, setting: str, run: str, section: str) -> dict:
     return resolved
 
 
+def fingerprint(*objects: Any) -> str:
+    """Canonical hash of resolved config values (sorted-key JSON): the same content in any key order, from any
+    file, gives the same string. One object hashes itself, several hash as their list. Snakemake's `params`
+    rerun trigger holds these, so a stage reruns exactly when what it reads changes."""
+    content = objects[0] if len(objects) == 1 else list(objects)
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run of the grid: a (setting, run, seed) with everything resolved."""
@@ -251,9 +259,8 @@ class RunSpec:
 
     def fingerprint(self, config: dict) -> str:
         """Hash of everything that determines this run's result (Snakemake reruns it when it changes)."""
-        relevant = {"run": self.as_dict(), "snapshots": self.snapshot_steps(config),
-                    **{k: config[k] for k in ("data", "tokenizers", "sequences")}}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint({"run": self.as_dict(), "snapshots": self.snapshot_steps(config),
+                            **{k: config[k] for k in ("data", "tokenizers", "sequences")}})
 
 
 def run_seeds(config: dict, setting: str, run: str) -> list[int]:

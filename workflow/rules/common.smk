@@ -1,5 +1,5 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
-from mot.config import ConfigError, find_run, run_specs, validate
+from mot.config import ConfigError, find_run, fingerprint, run_specs, validate
 
 if workflow.config_settings.config:
     raise WorkflowError("--config overrides are not passed on to the `mot` stages: put them in a YAML file and add it with --configfile")
@@ -22,10 +22,17 @@ wildcard_constraints:
     run="|".join(sorted({r for runs in RUNS.values() for r in runs}, key=len, reverse=True)),
 
 
-def section_fingerprint(*sections):
-    """Hash of the config sections a stage depends on: Snakemake reruns the stage when it changes."""
-    import hashlib, json
-    return hashlib.sha256(json.dumps([config[s] for s in sections], sort_keys=True).encode()).hexdigest()[:16]
+def config_value(key):
+    """A resolved (defaults-filled) config value by its dotted key, e.g. "eval.clip"."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def config_fingerprint(*keys):
+    """Canonical hash of the config values a stage's outputs depend on: its `params` rerun trigger."""
+    return fingerprint([config_value(key) for key in keys])
 
 
 def run_fingerprint(wildcards):

@@ -19,7 +19,7 @@ rule data:
     output:
         f"{ROOT}/data/manifest.json",
     params:
-        fingerprint=section_fingerprint("data"),
+        fingerprint=config_fingerprint("data"),
     log:
         f"{ROOT}/logs/data.log",
     threads: 1

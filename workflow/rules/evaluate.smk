@@ -5,7 +5,7 @@ rule fit_clip:
     output:
         f"{ROOT}/references/clip.pt",
     params:
-        fingerprint=lambda w: section_fingerprint("data") + str(config["eval"]["clip"]),
+        fingerprint=config_fingerprint("eval.clip", "eval.split"),
     log:
         f"{ROOT}/logs/fit_clip.log",
     threads: THREADS
@@ -24,7 +24,8 @@ rule fid_reference:
     output:
         f"{ROOT}/references/fid_{config['eval']['fid_extractor']}.npz",
     params:
-        fingerprint=lambda w: section_fingerprint("data", "tokenizers") + str(config["eval"]),
+        fingerprint=config_fingerprint("eval.split", "eval.fid_extractor", "eval.inception_weights",
+                                       "eval.images.n", "eval.images.seed"),
     log:
         f"{ROOT}/logs/fid_reference.log",
     threads: THREADS
@@ -43,7 +44,7 @@ rule evaluate:
     output:
         f"{ROOT}/{{setting}}/{{run}}/eval/metrics.json",
     params:
-        fingerprint=lambda w: (run_fingerprint(w), section_fingerprint("eval")),
+        fingerprint=lambda w: fingerprint(run_fingerprint(w), config["eval"]),
     log:
         f"{ROOT}/logs/evaluate/{{setting}}/{{run}}.log",
     threads: THREADS

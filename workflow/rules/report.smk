@@ -14,7 +14,7 @@ rule report:
                        category="{setting}", subcategory="tables", labels={"table": table})
                 for table in ("speedup", "final_metrics", "ablations", "accounting")],
     params:
-        fingerprint=section_fingerprint("report"),
+        fingerprint=config_fingerprint("report"),
     log:
         f"{ROOT}/logs/report/{{setting}}.log",
     threads: 1

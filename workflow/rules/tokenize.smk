@@ -5,7 +5,7 @@ rule fit_tokenizers:
     output:
         f"{ROOT}/tokenizers/vocab.json",
     params:
-        fingerprint=section_fingerprint("data", "tokenizers"),
+        fingerprint=config_fingerprint("data", "tokenizers"),
     log:
         f"{ROOT}/logs/fit_tokenizers.log",
     threads: THREADS
@@ -23,7 +23,7 @@ rule tokenize:
     output:
         f"{ROOT}/tokens/stats.json",
     params:
-        fingerprint=section_fingerprint("data", "tokenizers", "sequences"),
+        fingerprint=config_fingerprint("data", "tokenizers", "sequences"),
     log:
         f"{ROOT}/logs/tokenize.log",
     threads: THREADS

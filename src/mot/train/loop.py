@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from contextlib import nullcontext
 
@@ -19,7 +18,8 @@ from mot.models.factory import build_model
 from mot.models.plan import MODALITIES
 from mot.paths import StudyPaths
 from mot.tracking import RunLogger, experiment_name
-from mot.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mot.train.checkpoint import (discard_training_state, is_complete, latest_checkpoint, load_checkpoint,
+                                  mark_complete, save_checkpoint)
 from mot.train.loss import modality_loss_sums, validation_loss
 from mot.train.optim import build_optimizer, lr_at
 
@@ -90,16 +90,23 @@ class Trainer:
         self.snapshot_steps = set(run.snapshot_steps(config))
 
     def _discard_stale_state(self, fingerprint: str) -> None:
-        """Checkpoints of an earlier config of this run must not be resumed: start it afresh, in a new MLflow run."""
+        """Only a job killed mid-run resumes. A run whose config changed, or a finished run that is rerun (forced,
+        or its inputs changed), trains afresh from step 0 into a new MLflow run; the old one is tagged `superseded`."""
         marker = self.train_dir / "fingerprint"
         if marker.exists() and marker.read_text().strip() != fingerprint:
-            log.info("%s/%s: config changed since the last attempt; starting over", self.run.setting, self.run.name)
-            for stale in ("checkpoints", "snapshots"):
-                shutil.rmtree(self.train_dir / stale, ignore_errors=True)
+            reason = "config changed since the last attempt"
+        elif is_complete(self.train_dir):
+            reason = "rerun of a finished run"
+        else:
+            reason = None
+        if reason:
+            log.info("%s/%s: %s; starting over from step 0 in a new MLflow run", self.run.setting, self.run.name, reason)
             run_id_file = self.paths.run_id_file(self.run.setting, self.run.name)
             if run_id_file.exists():
-                RunLogger.attach(self.config["results_dir"], run_id_file).set_tags({"superseded": "true"})
+                RunLogger.attach(self.config["results_dir"], run_id_file).set_tags(
+                    {"superseded": "true", "superseded_because": reason})
                 run_id_file.unlink()
+            discard_training_state(self.train_dir)
         self.train_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(fingerprint + "\n")
 
@@ -111,6 +118,7 @@ class Trainer:
             self._loop()
             self._save_final()
             self.logger.finish()
+            mark_complete(self.train_dir, self.step)  # last: a job killed before this resumes instead of starting over
         except BaseException as err:
             self.logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
@@ -119,6 +127,7 @@ class Trainer:
     def _resume(self) -> None:
         checkpoint_path = latest_checkpoint(self.train_dir / "checkpoints")
         if checkpoint_path is None:
+            log.info("%s/%s: training from step 0", self.run.setting, self.run.name)
             return
         state = load_checkpoint(checkpoint_path, self.device)
         self.model.load_state_dict(state["model"])

@@ -38,3 +38,13 @@ def test_re_evaluation_adds_changed_values_only(tmp_path):
     logger.log_params({"eval.fid_extractor": "tiny_clip"})
     logger.log_params({"eval.fid_extractor": "inception"})
     assert client.get_run(again.run_id).data.params["eval.fid_extractor"] == "tiny_clip"
+
+
+def test_every_study_experiment_opens_on_its_training_runs_in_the_ui(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    init_store(tmp_path, "s", ["chameleon"])
+    before = client.create_experiment("s/transfusion")  # created without the tag (e.g. by an older version)
+    ids = init_store(tmp_path, "s", ["chameleon", "transfusion"])
+    assert set(ids) == {"s/data", "s/chameleon", "s/transfusion"} and ids["s/transfusion"] == before
+    for experiment_id in ids.values():  # MLflow 3's UI opens these on the runs table, not the GenAI overview
+        assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"

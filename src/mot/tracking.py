@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger("mot.tracking")
 DATA_EXPERIMENT = "data"  # tokenizer fitting and data statistics: experiment "{study}/data"
+# MLflow 3's UI opens an experiment on its GenAI overview unless this tag selects the model-training view
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri(results_dir: str | Path) -> str:
@@ -42,7 +44,8 @@ def client_for(results_dir: str | Path) -> MlflowClient:
 
 
 def init_store(results_dir: str | Path, study: str, settings: list[str]) -> dict[str, str]:
-    """Create the store and every experiment of the study (idempotent). Returns name -> id."""
+    """Create the store and every experiment of the study, each marked as model training so that the UI opens
+    on its runs (idempotent; also marks experiments created before). Returns name -> id."""
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     client = client_for(results_dir)
     artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
@@ -50,8 +53,14 @@ def init_store(results_dir: str | Path, study: str, settings: list[str]) -> dict
     for setting in [DATA_EXPERIMENT, *settings]:
         name = experiment_name(study, setting)
         found = client.get_experiment_by_name(name)
-        ids[name] = found.experiment_id if found else client.create_experiment(
-            name, artifact_location=f"{artifacts}/{name.replace('/', '_')}")
+        if found is None:
+            ids[name] = client.create_experiment(name, artifact_location=f"{artifacts}/{name.replace('/', '_')}",
+                                                 tags=EXPERIMENT_KIND)
+            continue
+        ids[name] = found.experiment_id
+        for key, value in EXPERIMENT_KIND.items():
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(found.experiment_id, key, value)
     return ids
 
 

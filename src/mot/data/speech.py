@@ -174,8 +174,10 @@ def _letter_segment(letter: str, following: str, sample_rate: int) -> np.ndarray
         phases = np.pi * k**2 / n_harmonics  # Schroeder phases keep the waveform's peaks low
         segment += spec.voicing * _LEVEL * _harmonic_sum(envelope / k**0.5, freqs, phases, t)  # k^-0.5: glottal tilt
     if spec.noise > 0:
-        width = 0.2 * spec.noise_hz + 200.0
-        envelope = np.exp(-0.5 * ((freqs - spec.noise_hz) / width) ** 2)
+        # below 16 kHz the noise bands move down with the bandwidth, so fricatives stay distinct
+        centre = spec.noise_hz * min(1.0, 0.45 * sample_rate / 7500.0)
+        width = 0.2 * centre + 200.0
+        envelope = np.exp(-0.5 * ((freqs - centre) / width) ** 2)
         phases = np.random.default_rng([ord(letter), ord(following or " ")]).uniform(0, 2 * np.pi, n_harmonics)
         segment += spec.noise * _LEVEL * _harmonic_sum(envelope, freqs, phases, t)
     segment = np.clip(segment, -1.0, 1.0).astype(np.float32)
@@ -196,9 +198,10 @@ def render_espeak(text: str, sample_rate: int = 16000, voice: str = "en-us", wor
     """Speech from the espeak-ng program, resampled to sample_rate (float32 mono)."""
     program = _espeak_program()
     with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
+        wav, text_file = Path(tmp) / "speech.wav", Path(tmp) / "text.txt"
+        text_file.write_text(text, encoding="utf-8")  # a file, so no text is read as an option
         result = subprocess.run(
-            [program, "-v", voice, "-s", str(words_per_minute), "-w", str(wav), "--", text],
+            [program, "-v", voice, "-s", str(words_per_minute), "-w", str(wav), "-f", str(text_file)],
             capture_output=True, text=True,
         )
         if result.returncode != 0 or not wav.is_file():

@@ -1,11 +1,16 @@
 """Study report of one setting, under results/{study}/{setting}/report/ and in MLflow:
 
-- plots: per modality, validation loss vs steps, FLOPs and wall-clock (every run overlaid, seed
-  bands, dense's final loss as a line); CIDEr / FID / CLIP score vs steps; ablation bars;
-- tables (md + csv): final metrics, speed-up per run and modality (steps, FLOPs, time), ablations
-  (difference to mot and dense), parameter/FLOP accounting beside the paper's formulas;
-- a `report` MLflow run holding everything as artifacts, with one nested run per compared run
-  (tag `about_run`) holding `speedup/{steps,flops,time}_frac_{modality}`.
+- plots: per modality, validation loss vs steps, FLOPs and wall-clock (every run overlaid, ± 1 sd
+  bands over seeds, dense's final loss as a line); CIDEr / FID / CLIP score vs steps; ablation bars
+  with seed error bars; the leave-one-modality-out merges as differences to mot;
+- tables (md + csv): final metrics, speed-up per run and modality (steps, FLOPs, time; against dense
+  of the same seed and against the seed-mean dense curve), ablations (difference to mot and dense),
+  merges (when the setting has `merge-*` runs), parameter/FLOP accounting beside the paper's formulas;
+- seeds: mean ± sample std where a run has >= 2 seeds, the value alone where it has one (noise not
+  measured); whether a run's final loss differs from dense's (and mot's) beyond seed noise by Welch's
+  t-test (blank where either side has one seed), see evaluation.significance;
+- a `report` MLflow run holding everything as artifacts, with one nested run per run of the setting
+  (tag `about_run`) holding its speed-up fractions, seed summaries and p-values.
 Runs without an evaluation (failed under --keep-going) are listed as missing, not fatal.
 """
 
@@ -23,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from evaluation.significance import ALPHA, PValue, SeedStat, seed_stat, standard_error, verdict, welch  # noqa: E402
 from evaluation.speedup import speedup_fractions  # noqa: E402
 from mot.config import run_specs  # noqa: E402
 from mot.models.accounting import accounting_table  # noqa: E402
@@ -33,12 +39,21 @@ log = logging.getLogger("mot.report")
 AXES = {"step": "training steps", "flops": "training FLOPs", "time": "wall-clock (s)"}
 EVAL_CURVES = {"eval/cider": "CIDEr (higher is better)", "eval/fid": "FID (lower is better)",
                "eval/clip_score": "CLIP score (higher is better)"}
-# The paper's headline numbers (fraction of dense's cost to match it), shown beside ours.
-PAPER = {("chameleon", "mot", "image", "steps_frac"): 0.558, ("chameleon", "mot", "text", "steps_frac"): 0.558,
-         ("chameleon_speech", "mot", "speech", "steps_frac"): 0.372,
-         ("transfusion", "mot", "image", "steps_frac"): 1 / 3,
-         ("chameleon", "mot", "image", "time_frac"): 0.472, ("chameleon", "mot", "text", "time_frac"): 0.756}
+# The paper's headline numbers: fraction of dense's training to match dense's final loss, per setting, run
+# and modality (at 7B). FLOPs per step match between MoT and dense, so a FLOPs fraction is a steps fraction.
+PAPER = {
+    "chameleon": {"mot": {"image": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.472},
+                          "text": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.756}}},
+    "chameleon_speech": {"mot": {"speech": {"steps_frac": 0.372, "flops_frac": 0.372}}},
+    "transfusion": {"mot": {"image": {"steps_frac": 1 / 3, "flops_frac": 1 / 3}}},
+}
 FRACTIONS = ("steps_frac", "flops_frac", "time_frac")
+MERGE_PREFIX = "merge-"
+
+
+def paper_value(setting: str, run: str, modality: str, key: str) -> float | str:
+    """The paper's value for this cell, or '' where the paper gives none."""
+    return PAPER.get(setting, {}).get(run, {}).get(modality, {}).get(key, "")
 
 
 def load_curves(client, run_id: str, modalities) -> dict[str, dict[str, np.ndarray]]:
@@ -59,33 +74,66 @@ def load_curves(client, run_id: str, modalities) -> dict[str, dict[str, np.ndarr
     return curves
 
 
-def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    present = [v for v in values if v is not None]
-    if not present or len(present) < len(values):
-        return None, None  # "not reached" by some seed is reported as such, never averaged away
-    return float(np.mean(present)), float(np.std(present))
+def reached_stat(values: list[float | None]) -> SeedStat | None:
+    """Seeds' fractions; None ("not reached") unless every seed reached: a miss is never averaged away."""
+    if not values or any(v is None for v in values):
+        return None
+    return seed_stat(values)
 
 
 def fmt(value) -> str:
     if value is None:
         return "not reached"
+    if isinstance(value, (SeedStat, PValue)):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
 
 
+def _csv_cells(column: str, value, split: bool) -> dict:
+    """A cell for the CSV: seed summaries become `column` (mean) and `column_std` (blank with one seed)."""
+    if split:
+        if isinstance(value, SeedStat):
+            return {column: value.mean, f"{column}_std": "" if value.std is None else value.std}
+        return {column: "not reached" if value is None else value, f"{column}_std": ""}
+    if isinstance(value, PValue):
+        return {column: float(value)}
+    return {column: "not reached" if value is None else value}
+
+
 def write_table(rows: list[dict], path_stem: Path, columns: list[str]) -> str:
-    """Write rows as CSV and Markdown; return the Markdown."""
+    """Write rows as CSV (numbers; a `_std` column beside each seed summary) and Markdown; return the Markdown."""
+    split = {c: any(isinstance(row.get(c), SeedStat) for row in rows) for c in columns}
+    csv_columns = [k for c in columns for k in ([c, f"{c}_std"] if split[c] else [c])]
     with open(path_stem.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=csv_columns)
         writer.writeheader()
-        writer.writerows({c: ("not reached" if row.get(c, "") is None else row.get(c, "")) for c in columns}
-                         for row in rows)
+        for row in rows:
+            cells = {}
+            for c in columns:
+                cells.update(_csv_cells(c, row.get(c, ""), split[c]))
+            writer.writerow(cells)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
     markdown = "\n".join(lines) + "\n"
     path_stem.with_suffix(".md").write_text(markdown)
     return markdown
+
+
+def mean_curve(curves: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The seed-mean of several runs' curves, at the evaluation steps they all have."""
+    common = sorted(set.intersection(*(set(c["step"].tolist()) for c in curves)))
+    return {axis: np.mean([c[axis][np.isin(c["step"], common)] for c in curves], axis=0)
+            for axis in ("step", "flops", "time", "loss")}
+
+
+def _error_bars(ax, xs, values, errors) -> None:
+    """Error bars only where seed noise was measured: a one-seed bar gets none (not a zero-width one)."""
+    measured = [(x, v, e) for x, v, e in zip(xs, values, errors) if e is not None]
+    if measured:
+        x, v, e = zip(*measured)
+        ax.errorbar(x, v, yerr=e, fmt="none", ecolor="black", capsize=3, lw=1)
 
 
 class SettingReport:
@@ -116,29 +164,60 @@ class SettingReport:
             self.final[spec.name] = json.loads(metrics_file.read_text())
         # base run name -> its seeds' run names (present ones only)
         self.groups: dict[str, list[str]] = defaultdict(list)
-        self.arch = {}
+        self.arch, self.shared = {}, {}
         for spec in self.specs:
             self.arch[spec.base_name] = spec.arch
+            self.shared[spec.base_name] = (" / ".join("+".join(g) for g in spec.groups) if spec.untie
+                                           else "+".join(spec.modalities))  # dense: one set for all
             if spec.name in self.curves:
                 self.groups[spec.base_name].append(spec.name)
         self.seed_of = {spec.name: spec.seed for spec in self.specs}
 
+    # --- seeds and significance -----------------------------------------------------------
+
+    def final_values(self, base: str, key: str) -> list[float]:
+        return [self.final[n][key] for n in self.groups.get(base, []) if self.final[n].get(key) is not None]
+
+    def final_stat(self, base: str, key: str) -> SeedStat | None:
+        return seed_stat(self.final_values(base, key))
+
+    def test_against(self, base: str, ref: str, key: str):
+        """Welch's test of the run's per-seed final value against `ref`'s (None: not testable or the same run)."""
+        if base == ref or ref not in self.groups:
+            return None
+        return welch(self.final_values(base, key), self.final_values(ref, key))
+
+    def difference(self, base: str, ref: str, key: str) -> dict:
+        """Δ of the seed means, Welch's p and the yes/no verdict, blank where they cannot be given."""
+        own, other = self.final_stat(base, key), self.final_stat(ref, key)
+        test = self.test_against(base, ref, key)
+        delta = "" if base == ref or own is None or other is None else own.mean - other.mean
+        return {"delta": delta, "p": "" if test is None else test.p, "differs": verdict(test),
+                "se": standard_error(own, other)}
+
     # --- tables ---------------------------------------------------------------------------
 
     def final_rows(self) -> tuple[list[dict], list[str]]:
-        keys = sorted({k for m in self.final.values() for k in m if "/" in k and not k.startswith("over")})
+        loss_keys = [f"val/loss_{m}" for m in self.modalities]
+        others = sorted({k for m in self.final.values() for k in m
+                         if "/" in k and not k.startswith("over") and k not in loss_keys})
+        columns = []
+        for m in self.modalities:
+            columns += [f"val/loss_{m}", f"p vs dense ({m})", f"differs from dense ({m})"]
+        columns += others
         rows = []
         for base, names in self.groups.items():
             row = {"run": base, "arch": self.arch[base], "seeds": len(names)}
-            for key in keys:
-                values = [self.final[n].get(key) for n in names]
-                mean, std = mean_std(values)
-                row[key] = None if mean is None else (f"{mean:.4f} ± {std:.4f}" if len(names) > 1 else mean)
+            for key in loss_keys + others:
+                row[key] = self.final_stat(base, key) or ""
+            for m in self.modalities:
+                vs_dense = self.difference(base, "dense", f"val/loss_{m}")
+                row[f"p vs dense ({m})"], row[f"differs from dense ({m})"] = vs_dense["p"], vs_dense["differs"]
             rows.append(row)
-        return rows, keys
+        return rows, columns
 
     def speedup_rows(self) -> list[dict]:
-        """Per compared run and modality: each seed against dense of the same seed, then mean ± std."""
+        """Per run and modality: each seed against dense of the same seed, and against the seed-mean dense curve."""
         if "dense" not in self.groups:
             return []
         dense_by_seed = {self.seed_of[n]: n for n in self.groups["dense"]}
@@ -147,43 +226,70 @@ class SettingReport:
             if base == "dense":
                 continue
             for m in self.modalities:
-                per_seed = [speedup_fractions(self.curves[dense_by_seed[self.seed_of[n]]][m], self.curves[n][m],
-                                              self.smoothing)
-                            for n in names if self.seed_of[n] in dense_by_seed]
-                if not per_seed:
-                    continue
-                row = {"run": base, "modality": m, "seeds": len(per_seed),
-                       "target_loss": float(np.mean([r["target_loss"] for r in per_seed]))}
+                paired = [speedup_fractions(self.curves[dense_by_seed[self.seed_of[n]]][m], self.curves[n][m],
+                                            self.smoothing)
+                          for n in names if self.seed_of[n] in dense_by_seed]
+                dense_mean = mean_curve([self.curves[n][m] for n in self.groups["dense"]])
+                vs_mean = [speedup_fractions(dense_mean, self.curves[n][m], self.smoothing) for n in names]
+                row = {"run": base, "modality": m, "seeds": len(names), "dense seeds": len(self.groups["dense"]),
+                       "paired seeds": len(paired),
+                       "target_loss": float(np.mean([r["target_loss"] for r in paired])) if paired else "",
+                       "reached": f"{sum(r['steps_frac'] is not None for r in paired)}/{len(paired)}" if paired else "",
+                       "target_loss (mean dense)": vs_mean[0]["target_loss"],
+                       "reached (mean dense)": f"{sum(r['steps_frac'] is not None for r in vs_mean)}/{len(vs_mean)}"}
                 for key in FRACTIONS:
-                    row[key], row[f"{key}_std"] = mean_std([r[key] for r in per_seed])
-                    row[f"paper_{key}"] = PAPER.get((self.setting, base, m, key), "")
+                    row[key] = reached_stat([r[key] for r in paired]) if paired else ""
+                    row[f"{key} (mean dense)"] = reached_stat([r[key] for r in vs_mean])
+                    row[f"paper_{key}"] = paper_value(self.setting, base, m, key)
                 rows.append(row)
         return rows
 
     def ablation_rows(self) -> list[dict]:
-        """Final val loss per modality per run, and its difference to mot and to dense (seed means)."""
-        def mean_loss(base, m):
-            return mean_std([self.final[n].get(f"val/loss_{m}") for n in self.groups.get(base, [])])[0]
-
+        """Final val loss per modality per run, its difference to mot and to dense (seed means) and Welch's p."""
         rows = []
-        for base in self.groups:
-            row = {"run": base, "arch": self.arch[base]}
+        for base, names in self.groups.items():
+            row = {"run": base, "arch": self.arch[base], "seeds": len(names)}
             for m in self.modalities:
-                loss = mean_loss(base, m)
-                row[f"val/loss_{m}"] = loss
+                key = f"val/loss_{m}"
+                row[key] = self.final_stat(base, key) or ""
                 for ref in ("mot", "dense"):
-                    ref_loss = mean_loss(ref, m) if ref in self.groups else None
-                    row[f"Δ {ref} ({m})"] = None if loss is None or ref_loss is None else loss - ref_loss
+                    diff = self.difference(base, ref, key)
+                    row[f"Δ {ref} ({m})"], row[f"p vs {ref} ({m})"] = diff["delta"], diff["p"]
+                row[f"differs from dense ({m})"] = self.difference(base, "dense", key)["differs"]
             rows.append(row)
         return rows
 
-    def accounting_rows(self) -> list[dict]:
+    def ablation_columns(self) -> list[str]:
+        return ["run", "arch", "seeds"] + [k for m in self.modalities for k in (
+            f"val/loss_{m}", f"Δ mot ({m})", f"p vs mot ({m})", f"Δ dense ({m})", f"p vs dense ({m})",
+            f"differs from dense ({m})")]
+
+    def merge_rows(self) -> list[dict]:
+        """Leave-one-modality-out: per modality, each `merge-*` run's final val loss beside mot and dense."""
+        merges = [b for b in self.groups if b.startswith(MERGE_PREFIX)]
+        if not merges:
+            return []
         rows = []
+        for m in self.modalities:
+            key = f"val/loss_{m}"
+            for base in [b for b in ("mot", "dense") if b in self.groups] + merges:
+                vs_mot, vs_dense = self.difference(base, "mot", key), self.difference(base, "dense", key)
+                rows.append({"modality": m, "run": base, "parameter sets": self.shared[base],
+                             "seeds": len(self.groups[base]), "val_loss": self.final_stat(base, key) or "",
+                             "Δ mot": vs_mot["delta"], "p vs mot": vs_mot["p"], "differs from mot": vs_mot["differs"],
+                             "Δ dense": vs_dense["delta"], "p vs dense": vs_dense["p"],
+                             "_se_mot": vs_mot["se"]})
+        return rows
+
+    def accounting_rows(self) -> list[dict]:
+        base_of = {s.name: s.base_name for s in self.specs}
+        rows, seen = [], set()
         for row in accounting_table(self.config):
-            if row["setting"] != self.setting or row["run"] not in {s.name for s in self.specs}:
-                continue
+            if row["setting"] != self.setting or base_of.get(row["run"]) in seen | {None}:
+                continue  # seeds of a run share its sizes: one row per run
+            seen.add(base_of[row["run"]])
             comp = row["params_by_component"]
-            rows.append({"run": row["run"], "total": row["params_total"], "non_embedding": row["params_non_embedding"],
+            rows.append({"run": base_of[row["run"]], "total": row["params_total"], "non_embedding": row["params_non_embedding"],
                          "attn": comp["attn"], "ffn": comp["ffn"], "norm": comp["norm"],
                          "train_flops_per_token": max(v["train"] for v in row["flops_per_token"].values()),
                          "paper_mot_extra_D2": row["paper_formulas"]["mot_extra_paper"],
@@ -194,12 +300,16 @@ class SettingReport:
     # --- plots ----------------------------------------------------------------------------
 
     def _band(self, ax, base: str, xs: list[np.ndarray], ys: list[np.ndarray], dense: bool) -> None:
+        """Seed mean as a line; with >= 2 seeds a ± 1 sample-sd band around it (named in the legend)."""
         n = min(len(y) for y in ys)
         x = np.mean([v[:n] for v in xs], axis=0)
         y = np.stack([v[:n] for v in ys])
-        line, = ax.plot(x, y.mean(0), marker="o", markersize=3, label=base, lw=2.2 if dense else 1.3)
+        label = base if len(ys) == 1 else f"{base} ({len(ys)} seeds, ± 1 sd)"
+        line, = ax.plot(x, y.mean(0), marker="o", markersize=3, label=label, lw=2.2 if dense else 1.3,
+                        zorder=3 if dense else 2)
         if len(ys) > 1:
-            ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), color=line.get_color(), alpha=0.2)
+            sd = y.std(0, ddof=1)
+            ax.fill_between(x, y.mean(0) - sd, y.mean(0) + sd, color=line.get_color(), alpha=0.25, lw=0, zorder=1)
 
     def plot_losses(self) -> list[Path]:
         figures = []
@@ -211,7 +321,7 @@ class SettingReport:
                                [self.curves[n][m]["loss"] for n in names], base == "dense")
                 if "dense" in self.groups:
                     final = np.mean([self.curves[n][m]["loss"][-1] for n in self.groups["dense"]])
-                    ax.axhline(final, color="grey", ls="--", lw=1, label="dense final")
+                    ax.axhline(final, color="grey", ls="--", lw=1, label="dense final (seed mean)")
                     lows = [c[m]["loss"].min() for c in self.curves.values()]
                     ax.set_ylim(min(lows) - 0.05 * final, final * 1.6)  # the interesting part: near dense's end
                 ax.set(xlabel=AXES[axis], ylabel=f"val loss ({m})", title=f"{self.setting}: {m} validation loss")
@@ -245,15 +355,24 @@ class SettingReport:
         return figures
 
     def plot_ablations(self, rows: list[dict]) -> list[Path]:
+        """Final val loss per run (seed mean, ± 1 sd where measured); * = differs from dense beyond seed noise."""
         fig, axes = plt.subplots(1, len(self.modalities), figsize=(4.5 * len(self.modalities), 4.2), squeeze=False)
         for ax, m in zip(axes[0], self.modalities):
-            present = [r for r in rows if r[f"val/loss_{m}"] is not None]
-            values = [r[f"val/loss_{m}"] for r in present]
+            present = [r for r in rows if isinstance(r[f"val/loss_{m}"], SeedStat)]
+            stats = [r[f"val/loss_{m}"] for r in present]
+            values = [s.mean for s in stats]
+            errors = [s.std or 0.0 for s in stats]
             ax.bar(range(len(present)), values, color=["grey" if r["run"] == "dense" else "C0" for r in present])
-            ax.set_xticks(range(len(present)), [r["run"] for r in present], rotation=60, ha="right", fontsize=7)
+            _error_bars(ax, range(len(present)), values, [s.std for s in stats])
+            for i, r in enumerate(present):
+                if r[f"differs from dense ({m})"] == "yes":
+                    ax.annotate("*", (i, values[i] + errors[i]), ha="center", va="bottom", fontsize=12)
+            ax.set_xticks(range(len(present)), [f"{r['run']} (n={r['seeds']})" for r in present],
+                          rotation=60, ha="right", fontsize=7)
             if values:
-                ax.set_ylim(min(values) * 0.98, max(values) * 1.01)
-            ax.set_title(f"final {m} val loss")
+                ax.set_ylim(min(v - e for v, e in zip(values, errors)) * 0.98,
+                            max(v + e for v, e in zip(values, errors)) * 1.01)
+            ax.set_title(f"final {m} val loss (* p<{ALPHA} vs dense)", fontsize=9)
             ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         path = self.figures / "ablations_final_val_loss.png"
@@ -261,32 +380,99 @@ class SettingReport:
         plt.close(fig)
         return [path]
 
+    def plot_merges(self, rows: list[dict]) -> list[Path]:
+        """Bars per modality, grouped by run: final val loss minus mot's (± Welch standard error where both
+        have >= 2 seeds, no bar otherwise; * p < ALPHA)."""
+        if not rows:
+            return []
+        runs = [r for r in dict.fromkeys(row["run"] for row in rows) if r != "mot"]
+        by = {(row["run"], row["modality"]): row for row in rows}
+        width = 0.8 / len(self.modalities)
+        fig, ax = plt.subplots(figsize=(max(6.4, 1.6 * len(runs) + 2), 4.2))
+        for j, m in enumerate(self.modalities):
+            xs, deltas, errors = [], [], []
+            for i, run in enumerate(runs):
+                row = by[run, m]
+                if row["Δ mot"] == "":
+                    continue
+                xs.append(i + (j - (len(self.modalities) - 1) / 2) * width)
+                deltas.append(row["Δ mot"])
+                errors.append(row["_se_mot"])
+                if row["differs from mot"] == "yes":
+                    ax.annotate("*", (xs[-1], deltas[-1] + np.sign(deltas[-1]) * (errors[-1] or 0.0)), ha="center",
+                                va="bottom" if deltas[-1] >= 0 else "top", fontsize=12)
+            ax.bar(xs, deltas, width, label=m, color=f"C{j}")
+            _error_bars(ax, xs, deltas, errors)
+        ax.axhline(0, color="black", lw=1)
+        ax.set_xticks(range(len(runs)), [f"{r} (n={by[r, self.modalities[0]]['seeds']})" for r in runs],
+                      rotation=30, ha="right", fontsize=8)
+        ax.set(ylabel="final val loss − mot's", title=f"{self.setting}: leave-one-modality-out (0 = mot; * p<{ALPHA})")
+        path = self._save(fig, ax, "merges_val_loss_vs_mot.png")
+        return [path]
+
     # --- the whole report -----------------------------------------------------------------
 
+    def noise_lines(self) -> list[str]:
+        """The headline in words: is mot's final loss different from dense's beyond seed noise?"""
+        if "mot" not in self.groups or "dense" not in self.groups:
+            return ["Needs both a dense and a mot run.", ""]
+        lines = []
+        for m in self.modalities:
+            key = f"val/loss_{m}"
+            mot, dense = self.final_stat("mot", key), self.final_stat("dense", key)
+            test = self.test_against("mot", "dense", key)
+            if test is None:
+                verdict_text = (f"not tested: {min(mot.n, dense.n)} seed(s) on one side, so seed noise is not "
+                                "measured (give dense and mot >= 2 seeds, e.g. `seeds: [0, 1, 2]` on those runs)")
+            else:
+                verdict_text = (f"Welch's t-test p = {test.p} → "
+                                + ("beyond seed noise" if test.beyond_noise() else "**within seed noise**"))
+            lines.append(f"- {m}: mot {mot} ({mot.n} seeds) vs dense {dense} ({dense.n} seeds): {verdict_text}")
+        return lines + [""]
+
     def write(self) -> Path:
-        final_rows, final_keys = self.final_rows()
+        final_rows, final_columns = self.final_rows()
         speedup = self.speedup_rows()
         ablations = self.ablation_rows()
+        merges = self.merge_rows()
         accounting = self.accounting_rows()
-        figures = self.plot_losses() + self.plot_eval_curves() + self.plot_ablations(ablations)
+        figures = (self.plot_losses() + self.plot_eval_curves() + self.plot_ablations(ablations)
+                   + self.plot_merges(merges))
 
         md = {
-            "final": write_table(final_rows, self.out / "final_metrics", ["run", "arch", "seeds", *final_keys]),
-            "speedup": write_table(speedup, self.out / "speedup",
-                                   ["run", "modality", "seeds", "target_loss", "steps_frac", "steps_frac_std",
-                                    "paper_steps_frac", "flops_frac", "time_frac", "time_frac_std", "paper_time_frac"]),
-            "ablations": write_table(ablations, self.out / "ablations",
-                                     ["run", "arch"] + [k for m in self.modalities
-                                                        for k in (f"val/loss_{m}", f"Δ mot ({m})", f"Δ dense ({m})")]),
+            "final": write_table(final_rows, self.out / "final_metrics", ["run", "arch", "seeds", *final_columns]),
+            "speedup": write_table(speedup, self.out / "speedup", [
+                "run", "modality", "seeds", "paired seeds", "reached", "target_loss", "steps_frac", "paper_steps_frac",
+                "flops_frac", "paper_flops_frac", "time_frac", "paper_time_frac", "dense seeds",
+                "reached (mean dense)", "target_loss (mean dense)", "steps_frac (mean dense)",
+                "flops_frac (mean dense)", "time_frac (mean dense)"]),
+            "ablations": write_table(ablations, self.out / "ablations", self.ablation_columns()),
             "accounting": write_table(accounting, self.out / "accounting", list(accounting[0]) if accounting else ["run"]),
         }
+        if merges:
+            md["merges"] = write_table(merges, self.out / "merges", [
+                "modality", "run", "parameter sets", "seeds", "val_loss", "Δ mot", "p vs mot", "differs from mot",
+                "Δ dense", "p vs dense"])
+        seeds = ", ".join(f"{base} {len(names)}" for base, names in self.groups.items())
         lines = [f"# {self.config['study']} / {self.setting}", "",
+                 f"Seeds per run: {seeds}. `a ± b` = mean ± sample std over seeds; a value without `± b` comes "
+                 "from one seed (its seed noise is not measured). `p vs dense` = Welch's t-test of the run's per-seed "
+                 f"final values against dense's; `differs` = p < {ALPHA}; both blank where either run has one seed.",
+                 "", "## Is mot's final validation loss different from dense's beyond seed noise?", "",
+                 *self.noise_lines(),
                  "## Speed-up: fraction of dense's training to reach dense's final validation loss", "",
-                 f"Interpolated between evaluation points; trailing smoothing window {self.smoothing}; "
-                 "'not reached' = the run never reached it. `paper_*` = the paper's value at 7B where it gives one.",
+                 f"Interpolated between evaluation points; trailing smoothing window {self.smoothing}. Each seed is "
+                 "compared with dense of the same seed (`paired seeds`) and with the seed-mean dense curve "
+                 "(`(mean dense)` columns); `reached` = how many of those seeds reach the target. A fraction is "
+                 "given only when every seed reached it, else 'not reached'. `paper_*` = the paper's value at 7B "
+                 "where it gives one.",
                  "", md["speedup"], "## Final metrics (mean ± std over seeds)", "", md["final"],
-                 "## Ablations: final validation loss and its difference to mot and dense", "", md["ablations"],
-                 "## Parameters and FLOPs vs the paper's formulas", "", md["accounting"]]
+                 "## Ablations: final validation loss and its difference to mot and dense", "", md["ablations"]]
+        if merges:
+            lines += ["## Leave-one-modality-out: merged parameter sets vs mot and dense", "",
+                      "Per modality, each `merge-*` run (two modalities share one parameter set) beside mot "
+                      "(every modality its own) and dense (one shared set).", "", md["merges"]]
+        lines += ["## Parameters and FLOPs vs the paper's formulas", "", md["accounting"]]
         if self.missing:
             lines += ["## Missing runs", "", "No evaluation (failed or not run): " + ", ".join(self.missing), ""]
         lines += ["## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figures]
@@ -296,6 +482,42 @@ class SettingReport:
         log.info("report for %s written to %s (%d runs, %d missing)", self.setting, report_md, len(self.curves),
                  len(self.missing))
         return report_md
+
+    def run_metrics(self, speedup: list[dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+        """Per run: (metrics, tags) of its nested report run."""
+        metrics: dict[str, dict] = defaultdict(dict)
+        tags: dict[str, dict] = defaultdict(dict)
+        for base, names in self.groups.items():
+            tags[base]["seeds"] = ",".join(str(self.seed_of[n]) for n in names)
+            metrics[base]["seeds"] = len(names)
+            for m in self.modalities:
+                key = f"val/loss_{m}"
+                stat = self.final_stat(base, key)
+                if stat is not None:
+                    metrics[base][f"final/loss_{m}"] = stat.mean
+                    if stat.std is not None:
+                        metrics[base][f"final/loss_{m}_std"] = stat.std
+                for ref, suffix in (("dense", ""), ("mot", "_vs_mot")):
+                    diff = self.difference(base, ref, key)
+                    if diff["delta"] != "":
+                        metrics[base][f"delta/loss_{m}_vs_{ref}"] = diff["delta"]
+                    if diff["p"] != "":
+                        metrics[base][f"signif/p_loss_{m}{suffix}"] = float(diff["p"])
+                    if base != ref and ref in self.groups:
+                        tags[base][f"differs_from_{ref}_{m}"] = diff["differs"] or "untested (one seed)"
+        for row in speedup:
+            m, run = row["modality"], row["run"]
+            for key in FRACTIONS:
+                for column, suffix in ((key, ""), (f"{key} (mean dense)", "_vs_mean_dense")):
+                    stat = row[column]
+                    if isinstance(stat, SeedStat):
+                        metrics[run][f"speedup/{key}_{m}{suffix}"] = stat.mean
+                        if stat.std is not None:
+                            metrics[run][f"speedup/{key}_{m}{suffix}_std"] = stat.std
+            for column, suffix in (("reached", ""), ("reached (mean dense)", "_vs_mean_dense")):
+                if row[column]:
+                    metrics[run][f"speedup/seeds_reached_{m}{suffix}"] = int(row[column].split("/")[0])
+        return metrics, tags
 
     def log_to_mlflow(self, speedup: list[dict]) -> None:
         experiment = experiment_name(self.config["study"], self.setting)
@@ -309,24 +531,22 @@ class SettingReport:
             run_id_file.unlink()
         parent = RunLogger.start_or_resume(self.config["results_dir"], experiment, "report", run_id_file,
                                            {"setting": self.setting, "arch": "report"}, {})
-        by_run: dict[str, dict] = defaultdict(dict)
-        for row in speedup:
-            for key in FRACTIONS:
-                if row[key] is not None:
-                    by_run[row["run"]][f"speedup/{key}_{row['modality']}"] = row[key]
+        by_run, tags_by_run = self.run_metrics(speedup)
         for run, metrics in by_run.items():
             child_file = self.out / f".mlflow_run_id_{run}"
             child_file.unlink(missing_ok=True)
             child = RunLogger.start_or_resume(self.config["results_dir"], experiment, f"report/{run}", child_file,
                                               {"setting": self.setting, "arch": "report", "about_run": run,
-                                               "mlflow.parentRunId": parent.run_id}, {})
+                                               "mlflow.parentRunId": parent.run_id, **tags_by_run[run]}, {})
             child.log_metrics(metrics, 0)
             child.finish()
             child_file.unlink()
-        parent.log_metrics(by_run.get("mot", {}), 0)  # the headline numbers on the report run itself
+        parent.log_metrics({k: v for k, v in by_run.get("mot", {}).items() if k != "seeds"}, 0)  # the headline
         parent.set_tags({"missing_runs": ",".join(self.missing) or "none",
                          "not_reached": ",".join(f"{r['run']}:{r['modality']}" for r in speedup
-                                                 if r["steps_frac"] is None) or "none"})
+                                                 if r["steps_frac"] is None) or "none",
+                         "seeds": ",".join(f"{b}:{len(n)}" for b, n in self.groups.items()),
+                         **{k: v for k, v in tags_by_run.get("mot", {}).items() if k.startswith("differs_")}})
         parent.log_artifacts(self.out, "report")
         parent.finish()
 

@@ -1,60 +1,153 @@
-"""The study report from logged curves: every run in every table, seeds as mean ± std, every
-referenced figure on disk, speed-up in a report run with one nested run per compared run."""
+"""The study report from logged curves: every run in every table, seeds as mean ± std (blank with one
+seed), Welch p-values against dense equal to scipy's, speed-up against same-seed and seed-mean dense,
+the leave-one-modality-out merge table, every referenced figure on disk, and the report's MLflow runs."""
 
+import csv
 import json
 import re
+import statistics
 
+import matplotlib.pyplot as plt
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from scipy import stats
 
-from evaluation.report import report
+from evaluation.report import SettingReport, paper_value, report
 from mot.config import load_config
 from mot.paths import StudyPaths
 from mot.tracking import RunLogger, init_store
 from tests.conftest import REPO
 
 STEPS = [0, 100, 200, 300, 400]
-CURVES = {  # per run: val loss per modality at STEPS (seed 1 = seed 0 + 0.01)
-    "dense": {"text": [5, 2.0, 1.5, 1.3, 1.2], "image": [5, 1.8, 1.2, 1.0, 0.9]},
-    "mot": {"text": [5, 1.8, 1.3, 1.15, 1.05], "image": [5, 1.5, 1.0, 0.85, 0.8]},
-    "mot-shared_attn": {"text": [5, 2.1, 1.6, 1.4, 1.3], "image": [5, 1.6, 1.1, 0.95, 0.88]},
+# final val losses a user measured with 3 seeds on the default study: text gain robust, image within noise
+FINAL = {"dense": {"text": [1.0563, 1.0563, 1.0562], "image": [0.8247, 0.8090, 0.8225]},
+         "mot": {"text": [1.0221, 1.0198, 1.0224], "image": [0.8135, 0.8201, 0.8230]},
+         "mot-shared_attn": {"text": [1.3], "image": [0.80]}}
+CURVES = {  # val loss before the final point, at STEPS[:-1]
+    "dense": {"text": [5, 2.0, 1.5, 1.3], "image": [5, 1.8, 1.2, 0.95]},
+    "mot": {"text": [5, 1.8, 1.3, 1.15], "image": [5, 1.5, 1.0, 0.85]},
+    "mot-shared_attn": {"text": [5, 2.1, 1.6, 1.4], "image": [5, 1.6, 1.1, 0.95]},
 }
+
+
+def make_study(tmp_path, setting, modalities, runs, finals, curves):
+    """A study whose runs have logged curves and metrics.json; `runs` = config of each run (seeds included)."""
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["results_dir"] = str(tmp_path / "results")
+    config["eval"]["over_training"]["runs"] = []
+    config["settings"] = {setting: {"modalities": modalities, "runs": runs}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    config = load_config([path])
+    init_store(config["results_dir"], config["study"], [setting])
+    paths = StudyPaths.from_config(config)
+    for base in finals:
+        seeds = runs[base].get("seeds", config["seeds"])
+        for i, seed in enumerate(seeds):
+            name = base if len(seeds) == 1 else f"{base}-s{seed}"
+            logger = RunLogger.start_or_resume(config["results_dir"], f"smoke/{setting}", name,
+                                               paths.run_id_file(setting, name), {"seed": str(seed)}, {})
+            final = {m: finals[base][m][i] for m in modalities}
+            for j, step in enumerate(STEPS):
+                logger.log_metrics({**{f"val/loss_{m}": (curves[base][m] + [final[m]])[j] for m in modalities},
+                                    "val/cum_flops": step * 1e9, "val/wall_clock_s": step * 0.5}, step)
+            logger.log_metrics({"eval/cider": 0.5 + seed * 0.1, "eval/fid": 2.0}, 400)
+            logger.finish()
+            eval_dir = paths.eval_dir(setting, name)
+            eval_dir.mkdir(parents=True)
+            (eval_dir / "metrics.json").write_text(json.dumps(
+                {"step": 400, **{f"val/loss_{m}": v for m, v in final.items()}, "eval/cider": 0.5 + seed * 0.1}))
+    return config, paths
 
 
 @pytest.fixture
 def study(tmp_path):
-    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-    config["results_dir"] = str(tmp_path / "results")
-    config["seeds"] = [0, 1]
-    config["settings"]["chameleon"]["runs"] = {"dense": {"untie": []}, "mot": {"untie": ["attn", "ffn", "norm"]},
-                                               "mot-shared_attn": {"untie": ["ffn", "norm"]},
-                                               "crashed": {"untie": ["ffn"]}}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    config = load_config([path])
-    init_store(config["results_dir"], config["study"], ["chameleon"])
-    paths = StudyPaths.from_config(config)
-    for base, curves in CURVES.items():
-        for seed in (0, 1):
-            name = f"{base}-s{seed}"
-            logger = RunLogger.start_or_resume(config["results_dir"], "smoke/chameleon", name,
-                                               paths.run_id_file("chameleon", name), {"seed": str(seed)}, {})
-            for i, step in enumerate(STEPS):
-                logger.log_metrics({"val/loss_text": curves["text"][i] + 0.01 * seed,
-                                    "val/loss_image": curves["image"][i] + 0.01 * seed,
-                                    "val/cum_flops": step * 1e9, "val/wall_clock_s": step * 0.5}, step)
-            logger.log_metrics({"eval/cider": 0.5 + seed * 0.1, "eval/fid": 2.0}, 400)
-            logger.finish()
-            eval_dir = paths.eval_dir("chameleon", name)
-            eval_dir.mkdir(parents=True)
-            (eval_dir / "metrics.json").write_text(json.dumps(
-                {"step": 400, "val/loss_text": curves["text"][-1] + 0.01 * seed,
-                 "val/loss_image": curves["image"][-1] + 0.01 * seed, "eval/cider": 0.5 + seed * 0.1}))
-    return config, paths
+    runs = {"dense": {"untie": [], "seeds": [0, 1, 2]}, "mot": {"untie": ["attn", "ffn", "norm"], "seeds": [0, 1, 2]},
+            "mot-shared_attn": {"untie": ["ffn", "norm"]}, "crashed": {"untie": ["ffn"]}}
+    return make_study(tmp_path, "chameleon", ["text", "image"], runs, FINAL, CURVES)
 
 
-def test_report_tables_figures_and_mlflow_runs(study):
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def crossing(before: float, after: float, target: float) -> float:
+    """Step at which a curve going from `before` (step 300) to `after` (step 400) reaches `target`."""
+    return 300 + (before - target) / (before - after) * 100
+
+
+def test_seed_statistics_in_tables(study):
+    config, paths = study
+    report_md = report(config, "chameleon")
+    out = paths.report_dir("chameleon")
+    final = {r["run"]: r for r in read_csv(out / "final_metrics.csv")}
+    for m, beyond in (("text", "yes"), ("image", "no")):
+        mot, dense = FINAL["mot"][m], FINAL["dense"][m]
+        assert float(final["mot"][f"val/loss_{m}"]) == pytest.approx(statistics.mean(mot))
+        assert float(final["mot"][f"val/loss_{m}_std"]) == pytest.approx(statistics.stdev(mot))
+        p = stats.ttest_ind(mot, dense, equal_var=False).pvalue
+        assert float(final["mot"][f"p vs dense ({m})"]) == pytest.approx(p, rel=1e-9)
+        assert final["mot"][f"differs from dense ({m})"] == beyond
+        # one seed: the value, no std, no test
+        assert float(final["mot-shared_attn"][f"val/loss_{m}"]) == pytest.approx(FINAL["mot-shared_attn"][m][0])
+        assert final["mot-shared_attn"][f"val/loss_{m}_std"] == ""
+        assert final["mot-shared_attn"][f"p vs dense ({m})"] == final["mot-shared_attn"][f"differs from dense ({m})"] == ""
+        assert final["dense"][f"p vs dense ({m})"] == ""  # never against itself
+    assert final["mot"]["seeds"] == "3" and final["mot-shared_attn"]["seeds"] == "1"
+
+    for table in ("final_metrics", "ablations", "speedup"):
+        text = (out / f"{table}.md").read_text()
+        assert "± 0.0000" not in text, table
+        for run in ("dense", "mot", "mot-shared_attn"):
+            if table != "speedup" or run != "dense":
+                assert f"| {run} |" in text, (table, run)
+    ablation_md = (out / "ablations.md").read_text()
+    assert re.search(r"\| mot-shared_attn \| mot-shared_attn \| 1 \| 1\.3000 \|", ablation_md)
+    assert f"{statistics.mean(FINAL['mot']['text']):.4f} ± {statistics.stdev(FINAL['mot']['text']):.4f}" in ablation_md
+    ablations = {r["run"]: r for r in read_csv(out / "ablations.csv")}
+    assert float(ablations["mot-shared_attn"]["Δ mot (text)"]) == pytest.approx(1.3 - statistics.mean(FINAL["mot"]["text"]))
+    assert ablations["mot-shared_attn"]["p vs mot (text)"] == ""
+    assert float(ablations["dense"]["p vs mot (image)"]) == pytest.approx(
+        stats.ttest_ind(FINAL["dense"]["image"], FINAL["mot"]["image"], equal_var=False).pvalue)
+
+    text = report_md.read_text()
+    assert "Seeds per run: dense 3, mot 3, mot-shared_attn 1" in text
+    headline = text.split("## Is mot's")[1].split("##")[0]
+    assert re.search(r"- text: .*beyond seed noise", headline)
+    assert re.search(r"- image: .*within seed noise", headline)
+    assert "## Missing runs" in text and "No evaluation (failed or not run): crashed" in text
+
+
+def test_speedup_against_same_seed_and_mean_dense(study):
+    config, paths = study
+    report(config, "chameleon")
+    out = paths.report_dir("chameleon")
+    speedup = {(r["run"], r["modality"]): r for r in read_csv(out / "speedup.csv")}
+    dense, mot = FINAL["dense"]["text"], FINAL["mot"]["text"]
+    paired = [crossing(1.15, mot[s], dense[s]) / 400 for s in range(3)]
+    row = speedup["mot", "text"]
+    assert (row["seeds"], row["paired seeds"], row["reached"]) == ("3", "3", "3/3")
+    assert float(row["steps_frac"]) == pytest.approx(statistics.mean(paired))
+    assert float(row["steps_frac_std"]) == pytest.approx(statistics.stdev(paired))
+    vs_mean = [crossing(1.15, mot[s], statistics.mean(dense)) / 400 for s in range(3)]
+    assert float(row["target_loss (mean dense)"]) == pytest.approx(statistics.mean(dense))
+    assert float(row["steps_frac (mean dense)"]) == pytest.approx(statistics.mean(vs_mean))
+    assert float(row["steps_frac (mean dense)_std"]) == pytest.approx(statistics.stdev(vs_mean))
+    assert float(row["paper_steps_frac"]) == pytest.approx(0.558)
+    # image: only seed 0 of mot goes below its dense's final loss (and below the seed-mean dense's)
+    row = speedup["mot", "image"]
+    assert (row["reached"], row["reached (mean dense)"], row["steps_frac"]) == ("1/3", "1/3", "not reached")
+    # one seed, paired with dense-s0: a fraction without a std
+    row = speedup["mot-shared_attn", "image"]
+    assert (row["seeds"], row["paired seeds"], row["reached"]) == ("1", "1", "1/1")
+    assert float(row["steps_frac"]) == pytest.approx(crossing(0.95, 0.80, FINAL["dense"]["image"][0]) / 400)
+    assert row["steps_frac_std"] == ""
+    assert speedup["mot-shared_attn", "text"]["steps_frac"] == "not reached"
+
+
+def test_figures_and_mlflow_runs(study):
     config, paths = study
     report_md = report(config, "chameleon")
     out = paths.report_dir("chameleon")
@@ -62,32 +155,105 @@ def test_report_tables_figures_and_mlflow_runs(study):
     for figure in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (out / figure).stat().st_size > 1000, figure
     assert len(re.findall(r"\]\(figures/", text)) >= 2 * 3 + 1  # 2 modalities x 3 axes + ablation bars
-    for table in ("final_metrics", "ablations"):
-        rows = (out / f"{table}.md").read_text()
-        for run in CURVES:
-            assert f"| {run} |" in rows, (table, run)
-    assert "## Missing runs" in text and "crashed-s0, crashed-s1" in text
-    # seeds: cider 0.5 and 0.6 -> mean 0.55, std 0.05
-    assert "0.5500 ± 0.0500" in (out / "final_metrics.md").read_text()
-
-    speedup = {(r.split(",")[0], r.split(",")[1]): r.split(",") for r in (out / "speedup.csv").read_text().splitlines()[1:]}
-    # mot text reaches dense's final 1.2 (+0.01 per seed) between steps 200 (1.3) and 300 (1.15): 266.7 / 400
-    steps_frac = float(speedup["mot", "text"][4])
-    assert steps_frac == pytest.approx((200 + (1.3 - 1.2) / (1.3 - 1.15) * 100) / 400, rel=1e-6)
-    assert speedup["mot-shared_attn", "text"][4] == "not reached"
+    assert "merges" not in text  # no merge-* runs in this setting
 
     client = MlflowClient(tracking_uri=f"sqlite:///{paths.results_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke/chameleon").experiment_id
     parent = client.get_run((out / "mlflow_run_id").read_text().strip())
-    assert parent.data.metrics["speedup/steps_frac_text"] == pytest.approx(steps_frac)
+    p_image = stats.ttest_ind(FINAL["mot"]["image"], FINAL["dense"]["image"], equal_var=False).pvalue
+    assert parent.data.metrics["signif/p_loss_image"] == pytest.approx(p_image)
+    assert "speedup/steps_frac_text" in parent.data.metrics and "speedup/steps_frac_image" not in parent.data.metrics
+    assert parent.data.tags["differs_from_dense_text"] == "yes"
+    assert parent.data.tags["differs_from_dense_image"] == "no"
+    assert parent.data.tags["seeds"] == "dense:3,mot:3,mot-shared_attn:1"
+    assert parent.data.tags["missing_runs"] == "crashed"
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    about = {c.data.tags["about_run"]: c.data.metrics for c in children}
-    assert set(about) == {"mot", "mot-shared_attn"}
-    assert "speedup/steps_frac_text" not in about["mot-shared_attn"]  # not reached is never a number
-    assert "speedup/steps_frac_image" in about["mot-shared_attn"]
-    assert parent.data.tags["missing_runs"] == "crashed-s0,crashed-s1"
+    about = {c.data.tags["about_run"]: c.data for c in children}
+    assert set(about) == {"dense", "mot", "mot-shared_attn"}
+    mot = about["mot"].metrics
+    assert mot["final/loss_text"] == pytest.approx(statistics.mean(FINAL["mot"]["text"]))
+    assert mot["final/loss_text_std"] == pytest.approx(statistics.stdev(FINAL["mot"]["text"]))
+    assert mot["signif/p_loss_image"] == pytest.approx(p_image)
+    assert mot["speedup/seeds_reached_image"] == 1 and "speedup/steps_frac_image" not in mot  # not reached: no number
+    assert "speedup/steps_frac_text_vs_mean_dense" in mot and "speedup/steps_frac_text_std" in mot
+    shared = about["mot-shared_attn"]
+    assert "signif/p_loss_text" not in shared.metrics and "final/loss_text_std" not in shared.metrics
+    assert shared.tags["differs_from_dense_text"] == "untested (one seed)"
+    assert "speedup/steps_frac_text" not in shared.metrics and "speedup/steps_frac_image" in shared.metrics
+    assert about["dense"].metrics["final/loss_image_std"] == pytest.approx(statistics.stdev(FINAL["dense"]["image"]))
 
     # a rerun replaces the report runs instead of adding to them
     report(config, "chameleon")
-    reports = client.search_runs([experiment], filter_string="tags.arch = 'report'")
-    assert len(reports) == 3
+    assert len(client.search_runs([experiment], filter_string="tags.arch = 'report'")) == 1 + 3
+
+
+def test_seed_bands_are_drawn_only_with_several_seeds():
+    fig, ax = plt.subplots()
+    steps = [0.0, 1.0, 2.0]
+    SettingReport._band(None, ax, "one", [steps], [[3.0, 2.0, 1.0]], dense=False)
+    assert len(ax.collections) == 0 and ax.get_lines()[-1].get_label() == "one"
+    SettingReport._band(None, ax, "three", [steps] * 3, [[3.0, 2.0, 1.0], [3.1, 2.1, 1.1], [2.9, 1.9, 0.9]], dense=False)
+    assert len(ax.collections) == 1 and ax.get_lines()[-1].get_label() == "three (3 seeds, ± 1 sd)"
+    plt.close(fig)
+
+
+MERGE_FINAL = {"dense": {"text": [1.10, 1.12], "image": [0.90, 0.92], "speech": [2.00, 2.02]},
+               "mot": {"text": [1.00, 1.01], "image": [0.80, 0.82], "speech": [1.80, 1.81]},
+               "merge-text_image": {"text": [1.05, 1.07], "image": [0.84, 0.85], "speech": [1.80, 1.82]},
+               "merge-image_speech": {"text": [1.02], "image": [0.83], "speech": [1.90]}}
+MERGE_CURVES = {run: {"text": [5, 2.0, 1.5, 1.2], "image": [5, 1.8, 1.2, 1.0], "speech": [6, 3.0, 2.5, 2.1]}
+                for run in MERGE_FINAL}
+
+
+def test_leave_one_modality_out_table_for_three_modalities(tmp_path):
+    modalities = ["text", "image", "speech"]
+    runs = {"dense": {"untie": [], "seeds": [0, 1]}, "mot": {"untie": ["attn", "ffn", "norm"], "seeds": [0, 1]},
+            "merge-text_image": {"untie": ["attn", "ffn", "norm"], "groups": [["text", "image"], ["speech"]],
+                                 "seeds": [0, 1]},
+            "merge-image_speech": {"untie": ["attn", "ffn", "norm"], "groups": [["text"], ["image", "speech"]]}}
+    config, paths = make_study(tmp_path, "chameleon_speech", modalities, runs, MERGE_FINAL, MERGE_CURVES)
+    report_md = report(config, "chameleon_speech")
+    out = paths.report_dir("chameleon_speech")
+    merges = {(r["modality"], r["run"]): r for r in read_csv(out / "merges.csv")}
+    assert {run for _, run in merges} == {"mot", "dense", "merge-text_image", "merge-image_speech"}
+    assert {m for m, _ in merges} == set(modalities)
+    for m in modalities:
+        merged, mot, dense = (MERGE_FINAL[r][m] for r in ("merge-text_image", "mot", "dense"))
+        row = merges[m, "merge-text_image"]
+        assert row["parameter sets"] == "text+image / speech"
+        assert merges[m, "dense"]["parameter sets"] == "text+image+speech"
+        assert float(row["val_loss"]) == pytest.approx(statistics.mean(merged))
+        assert float(row["val_loss_std"]) == pytest.approx(statistics.stdev(merged))
+        assert float(row["Δ mot"]) == pytest.approx(statistics.mean(merged) - statistics.mean(mot))
+        assert float(row["Δ dense"]) == pytest.approx(statistics.mean(merged) - statistics.mean(dense))
+        assert float(row["p vs mot"]) == pytest.approx(stats.ttest_ind(merged, mot, equal_var=False).pvalue)
+        single = merges[m, "merge-image_speech"]  # one seed: a difference, but no std and no test
+        assert float(single["Δ mot"]) == pytest.approx(MERGE_FINAL["merge-image_speech"][m][0] - statistics.mean(mot))
+        assert single["val_loss_std"] == single["p vs mot"] == single["differs from mot"] == ""
+        assert merges[m, "mot"]["Δ mot"] == "" and merges[m, "mot"]["p vs mot"] == ""
+    assert "± 0.0000" not in (out / "merges.md").read_text()
+
+    text = report_md.read_text()
+    assert "## Leave-one-modality-out" in text and "figures/merges_val_loss_vs_mot.png" in text
+    assert (out / "figures" / "merges_val_loss_vs_mot.png").stat().st_size > 1000
+    assert len(re.findall(r"\]\(figures/val_loss_", text)) == 3 * 3  # every modality on every axis
+    speedup = {(r["run"], r["modality"]): r for r in read_csv(out / "speedup.csv")}
+    assert float(speedup["mot", "speech"]["paper_steps_frac"]) == pytest.approx(0.372)
+    assert speedup["mot", "text"]["paper_steps_frac"] == ""  # the paper gives speech's alone in this setting
+    client = MlflowClient(tracking_uri=f"sqlite:///{paths.results_dir / 'mlflow.db'}")
+    parent = client.get_run((out / "mlflow_run_id").read_text().strip())
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    merged = next(c for c in children if c.data.tags["about_run"] == "merge-text_image").data.metrics
+    assert merged["signif/p_loss_speech_vs_mot"] == pytest.approx(
+        stats.ttest_ind(MERGE_FINAL["merge-text_image"]["speech"], MERGE_FINAL["mot"]["speech"], equal_var=False).pvalue)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/merges.csv", "report/merges.md"} <= artifacts
+
+
+def test_paper_values_are_keyed_by_setting_run_and_modality():
+    assert paper_value("chameleon_speech", "mot", "speech", "steps_frac") == pytest.approx(0.372)
+    assert paper_value("transfusion", "mot", "image", "flops_frac") == pytest.approx(1 / 3)
+    assert paper_value("chameleon", "mot", "image", "time_frac") == pytest.approx(0.472)
+    assert paper_value("chameleon_speech", "mot", "image", "steps_frac") == ""
+    assert paper_value("chameleon", "moe4x", "text", "steps_frac") == ""

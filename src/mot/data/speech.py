@@ -45,7 +45,7 @@ TRANSCRIPT_FIELD = "txt"
 
 # --- the synthetic renderer ----------------------------------------------------------
 
-F0_HZ = 100.0  # one pitch period is 10 ms, so segments of whole 10 ms stay phase-continuous
+F0_HZ = 100.0  # a 10 ms period: every 20 ms frame inside a segment holds whole periods, so all see one spectrum
 VOWEL_MS, CONSONANT_MS, WORD_GAP_MS, PAUSE_MS = 60, 40, 20, 60
 COARTICULATION = 0.25  # fraction of the way a letter's formants move toward the next letter's
 _LEVEL = 0.12  # RMS of a fully voiced or fully noisy segment

@@ -98,12 +98,14 @@ def test_killed_training_resumes_into_the_same_run_with_nothing_lost_or_duplicat
     os.killpg(process.pid, signal.SIGKILL)  # kill -9 of snakemake and the training job
     process.wait()
     assert not (results / "chameleon" / "dense" / "train" / "final.pt").exists()
+    assert not (results / "chameleon" / "dense" / "train" / "complete").exists()
 
     snakemake("--unlock", "--configfile", str(killed), cwd=tmp_path / "killed", check=True)
     resumed = snakemake(target, "--cores", "1", "--rerun-incomplete", "--configfile", str(killed), cwd=tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = (results / "logs" / "train" / "chameleon" / "dense.log").read_text()
-    assert "resumed from step_00000" in log
+    assert "resumed from step_00000" in log and "starting over" not in log
+    assert (results / "chameleon" / "dense" / "train" / "complete").exists()
 
     mot("train", "--config", str(reference), "--setting", "chameleon", "--run", "dense")
     got, want = run_metrics(killed, "dense"), run_metrics(reference, "dense")
@@ -114,6 +116,32 @@ def test_killed_training_resumes_into_the_same_run_with_nothing_lost_or_duplicat
         assert len(steps) == len(set(steps)), f"duplicated steps in {key}"
     for key in ("val/loss_text", "val/loss_image", "train/loss_text", "train/loss"):
         assert got[key] == want[key], key  # same values at the same steps as the uninterrupted run
+
+
+def test_a_finished_run_forced_to_rerun_trains_from_step_0_into_a_new_mlflow_run(tmp_path, prepared):
+    config = study(tmp_path, prepared)
+    train_dir = tmp_path / "results" / SMOKE["study"] / "chameleon" / "dense" / "train"
+    target = str(train_dir / "final.pt")
+    first = snakemake(target, "--cores", "1", "--configfile", str(config), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    old_run_id = (train_dir / "mlflow_run_id").read_text().strip()
+    old = run_metrics(config, "dense")
+
+    # --forcerun deletes final.pt before the job starts: the job must not take the run for a killed one
+    forced = snakemake(target, "--cores", "1", "--forcerun", "train", "--configfile", str(config), cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    log = (tmp_path / "results" / SMOKE["study"] / "logs" / "train" / "chameleon" / "dense.log").read_text()
+    assert "rerun of a finished run; starting over from step 0" in log and "resumed from" not in log
+    new_run_id = (train_dir / "mlflow_run_id").read_text().strip()
+    assert new_run_id != old_run_id
+    client = client_for(config)
+    assert client.get_run(old_run_id).data.tags["superseded"] == "true"
+    assert "superseded" not in client.get_run(new_run_id).data.tags
+    assert client.get_run(new_run_id).info.status == "FINISHED"
+    new = run_metrics(config, "dense")
+    assert [s for s, _ in new["val/loss_image"]] == [0, 10, 20, 30]  # every step trained and logged again
+    for key in ("val/loss_text", "val/loss_image", "train/loss"):
+        assert new[key] == old[key], key  # retrained from scratch with the same seed: the same curve
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, prepared):

@@ -1,15 +1,55 @@
-"""The real DAG on configs/smoke.yaml, end to end, into a real MLflow store."""
+"""The real DAG on configs/smoke.yaml, end to end, into a real MLflow store; then what a rerun plans on it."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import OFFLINE, snakemake
+from tests.conftest import OFFLINE, REPO, snakemake
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The smoke study run once for this module, end to end and offline: (its config file, snakemake's result)."""
+    root = tmp_path_factory.mktemp("smoke")
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["results_dir"] = str(root / "results")
+    path = root / "smoke.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, snakemake("--cores", "2", "--configfile", str(path), timeout=900, offline=True)
+
+
+def finished_config(finished) -> Path:
+    path, result = finished
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return path
+
+
+def planned_jobs(*config_files: Path) -> dict[str, int]:
+    """Job counts of `snakemake -n` (its "Job stats" table), {} when nothing is to be done."""
+    result = snakemake("-n", "--cores", "2", "--configfile", *map(str, config_files))
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {p[0]: int(p[1]) for p in (line.split() for line in table.splitlines()) if len(p) == 2 and p[1].isdigit()}
+
+
+def variant(config_file: Path, name: str, change=None, dump=yaml.safe_dump) -> Path:
+    """The finished study's config with `change(config)` applied, written to another file."""
+    config = yaml.safe_load(config_file.read_text())
+    if change:
+        change(config)
+    path = config_file.parent / "variants" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(dump(config))
+    return path
 
 
 def test_the_offline_guard_blocks_the_network():
@@ -20,16 +60,16 @@ def test_the_offline_guard_blocks_the_network():
 
 
 @pytest.mark.slow
-def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path):
-    result = snakemake("--cores", "2", "--configfile", str(smoke_config), timeout=600, offline=True)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
+def test_smoke_study_runs_end_to_end_offline_into_mlflow(finished):
+    smoke_config = finished_config(finished)
+    tmp_path = smoke_config.parent
     config = yaml.safe_load(smoke_config.read_text())
     root = tmp_path / "results" / config["study"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(f"{config['study']}/chameleon")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert {"dense", "mot", "moe4x", "report"} <= set(runs)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on these runs
 
     for name in ("dense", "mot"):
         run = runs[name]
@@ -87,16 +127,36 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(smoke_config, tmp_path)
     for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "ablations.csv"):
         assert name in page, name
 
-    # a second invocation has nothing to do
-    again = snakemake("-n", "--cores", "2", "--configfile", str(smoke_config))
-    assert "Nothing to be done" in again.stdout + again.stderr
 
-    # changing one run's config reruns that run and what depends on it, nothing else
-    config["settings"]["chameleon"]["runs"]["mot"]["train"] = {"lr": 5.0e-4}
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(config))
+def _reversed_keys(node):
+    return {k: _reversed_keys(v) for k, v in reversed(node.items())} if isinstance(node, dict) else node
+
+
+@pytest.mark.slow
+def test_the_same_config_in_another_key_order_or_another_file_plans_nothing(finished):
+    config_file = finished_config(finished)
+    assert planned_jobs(config_file) == {}
+    assert planned_jobs(variant(config_file, "copy.yaml")) == {}  # the config path is in no rerun trigger
+    reordered = variant(config_file, "reordered.yaml", dump=lambda c: yaml.safe_dump(_reversed_keys(c), sort_keys=False))
+    assert reordered.read_text() != config_file.read_text()
+    assert planned_jobs(reordered) == {}
+    spelled_out = variant(config_file, "defaults.yaml", lambda c: c["eval"]["clip"].update(context_length=40, seed=0))
+    assert planned_jobs(spelled_out) == {}  # fingerprints hash the resolved config: a default written out is no change
+
+
+@pytest.mark.slow
+def test_changing_one_runs_config_plans_only_its_training_evaluation_and_the_report(finished):
+    config_file = finished_config(finished)
+    changed = variant(config_file, "mot_lr.yaml",
+                      lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(train={"lr": 5.0e-4}))
+    assert planned_jobs(changed) == {"train": 1, "evaluate": 1, "report": 1, "all": 1, "total": 4}
     plan = snakemake("-n", "--cores", "2", "--configfile", str(changed)).stdout
-    counts = {p[0]: int(p[1]) for p in (line.split() for line in plan.splitlines())
-              if len(p) == 2 and p[1].isdigit() and not p[0].endswith(":")}
-    assert counts == {"train": 1, "evaluate": 1, "report": 1, "all": 1, "total": 4}, counts
     assert "chameleon/mot/train/final.pt" in plan and "chameleon/dense/train/final.pt" not in plan
+
+
+@pytest.mark.slow
+def test_changing_the_clip_config_refits_clip_and_re_evaluates_with_nothing_upstream(finished):
+    config_file = finished_config(finished)
+    changed = variant(config_file, "clip.yaml", lambda c: c["eval"]["clip"].update(steps=20))
+    assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "evaluate": 3, "report": 1, "all": 1,
+                                     "total": 7}  # no data, tokenizers, tokens or training

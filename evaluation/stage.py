@@ -19,18 +19,14 @@ from evaluation.clip import TinyClip
 from evaluation.clip_score import clip_score
 from evaluation.fid import fid_against_reference, load_statistics
 from evaluation.references import CLIP_FILE, feature_extractor
-from evaluation.sampling import greedy_captions, sample_images
 from mot.config import RunSpec
-from mot.data.sequences import TokenizedSplit
 from mot.data.shards import encode_png, load_split_arrays
-from mot.models.factory import build_model
 from mot.paths import StudyPaths
-from mot.tokenizers.image_vq import VQVAE
-from mot.tokenizers.stage import FIT_SUMMARY, IMAGE_TOKENIZER, TEXT_TOKENIZER
+from mot.runtime import autocast_for, pick_device
+from mot.settings import objective_for
+from mot.tokenizers.stage import FIT_SUMMARY, TEXT_TOKENIZER
 from mot.tokenizers.text_bpe import TextTokenizer
 from mot.tracking import RunLogger
-from mot.train.loop import autocast_for, load_vocabulary, pick_device, sequences_for
-from mot.train.loss import validation_loss
 
 log = logging.getLogger("mot.evaluate")
 
@@ -43,18 +39,17 @@ class Evaluator:
         self.paths = paths = StudyPaths.from_config(config)
         torch.set_num_threads(run.train["threads"])
         self.device = pick_device(run.train["device"])
-        self.vocab = load_vocabulary(paths)
+        self.objective = objective_for(config, run.setting)
         final = torch.load(paths.final_checkpoint(run.setting, run.name), map_location=self.device, weights_only=False)
         self.final_step, self.final_state = final["step"], final["model"]
-        self.model = build_model(run, self.vocab.size, final["seq_len"]).to(self.device).eval()
+        self.model = self.objective.build_model(run).to(self.device).eval()
         self.text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
-        self.vq = VQVAE.load(paths.tokenizers / IMAGE_TOKENIZER)
-        self.split = TokenizedSplit.load(paths.tokens / f"{self.ecfg['split']}.npz")
+        self.n_samples = self.objective.eval_samples(self.ecfg["split"])
         _, self.images, self.references = load_split_arrays(paths.data, self.ecfg["split"])
         self.clip = TinyClip.load(paths.references / CLIP_FILE)
         self.extractor = feature_extractor(config)
         self.fid_stats = load_statistics(paths.fid_reference(self.extractor.name))
-        self.fid_summary = json.loads(paths.fid_summary(self.extractor.name).read_text())
+        self._fid_random: float | None = None
         self.out_dir = paths.eval_dir(run.setting, run.name)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -63,9 +58,9 @@ class Evaluator:
         self.model.eval()
 
     def caption_metrics(self, step: int, final: bool) -> dict:
-        n = min(self.ecfg["caption_images"], len(self.split))
-        generated = greedy_captions(self.model, self.vocab, self.split.image_codes[:n], self.ecfg["max_caption_tokens"],
-                                    self.ecfg["batch_size"], self.device)
+        n = min(self.ecfg["caption_images"], self.n_samples)
+        generated = self.objective.captions(self.model, self.ecfg["split"], n, self.ecfg["max_caption_tokens"],
+                                            self.ecfg["batch_size"], self.device)
         refs_path = self.out_dir / "captions_ref.json"
         preds_path = self.out_dir / ("captions_pred.json" if final else f"captions_pred_step{step}.json")
         write_coco_references({i: self.references[i] for i in range(n)}, refs_path)
@@ -75,13 +70,10 @@ class Evaluator:
         return {f"eval/{k}": v for k, v in caption_scores_from_files(refs_path, preds_path).items()}
 
     def image_metrics(self, step: int, final: bool) -> dict:
-        icfg = self.ecfg["images"]
-        n = min(icfg["n"], len(self.split))
+        n = min(self.ecfg["images"]["n"], self.n_samples)
         prompts = [self.references[i][0] for i in range(n)]
-        codes = sample_images(self.model, self.vocab, [self.text.encode(p) for p in prompts],
-                              self.split.image_codes.shape[1], icfg["temperature"], icfg["top_k"], icfg["cfg_scale"],
-                              icfg["seed"], self.ecfg["batch_size"], self.device)
-        images = self.vq.decode(codes).numpy()
+        images = self.objective.images(self.model, [self.text.encode(p) for p in prompts], self.ecfg["batch_size"],
+                                       self.device)
         shuffled = [prompts[(i + 1) % n] for i in range(n)]  # every image paired with another image's prompt
         save_image_grid(images[:32], prompts[:32], self.out_dir / "images" / f"grid_step{step:07d}.png")
         if final:
@@ -89,7 +81,14 @@ class Evaluator:
         return {"eval/fid": fid_against_reference(images, self.fid_stats, self.extractor),
                 "eval/clip_score": clip_score(self.clip, images, prompts),
                 "eval/clip_score_shuffled": clip_score(self.clip, images, shuffled),
-                "eval/fid_random": self.fid_summary["fid_random"]}
+                "eval/fid_random": self.fid_random(n)}
+
+    def fid_random(self, n: int) -> float:
+        """FID of images decoded from random tokenizer inputs: the floor a trained generator must beat."""
+        if self._fid_random is None:
+            random_images = self.objective.random_images(n, self.ecfg["images"]["seed"])
+            self._fid_random = fid_against_reference(random_images, self.fid_stats, self.extractor)
+        return self._fid_random
 
     def at_step(self, step: int, final: bool) -> dict:
         metrics = {**self.caption_metrics(step, final), **self.image_metrics(step, final)}
@@ -111,13 +110,13 @@ def evaluate(config: dict, run: RunSpec) -> dict:
         curve[step] = ev.at_step(step, final=False)
         logger.log_metrics(curve[step], step)
     ev.load(ev.final_state)
-    metrics = {f"val/loss_{m}": v for m, v in validation_loss(
-        ev.model, sequences_for("val", paths, config, ev.model).eval_batches(ev.ecfg["batch_size"]), ev.device,
+    metrics = {f"val/loss_{m}": v for m, v in ev.objective.validation_loss(
+        ev.model, ev.objective.sequences("val", ev.model).eval_batches(ev.ecfg["batch_size"]), ev.device,
         run.modalities, autocast_for(ev.device, run.train["precision"])).items()}
     metrics.update(ev.at_step(ev.final_step, final=True))
     constant = json.loads((paths.tokenizers / FIT_SUMMARY).read_text())["most_frequent_caption"]
     metrics["eval/cider_constant"] = constant_caption_cider(ev.out_dir, constant)
-    metrics["eval/caption_images"] = float(min(ev.ecfg["caption_images"], len(ev.split)))
+    metrics["eval/caption_images"] = float(min(ev.ecfg["caption_images"], ev.n_samples))
     (ev.out_dir / "metrics.json").write_text(json.dumps(
         {"step": ev.final_step, **metrics, "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
     logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, ev.final_step)

@@ -68,6 +68,22 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_speech_data(args) -> int:
+    from mot.data.stage import build_speech
+    from mot.paths import StudyPaths
+
+    config = load_config(args.config)
+    out_dir = StudyPaths.from_config(config).speech_data
+    manifest = build_speech(config, out_dir)
+    logger = _data_logger(config, "speech_data")
+    for split, entry in manifest["splits"].items():
+        logger.log_metrics({f"speech_data/{split}_samples": entry["n_samples"], f"speech_data/{split}_bad": entry["n_bad"],
+                            **{f"speech_data/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
+    logger.log_artifact(out_dir / "manifest.json", "speech")
+    logger.finish()
+    return 0
+
+
 def _logged_stage(args, run_name: str, stage) -> int:
     """Run a study-level stage `stage(config, logger)` logging into the `{study}/data` experiment."""
     config = load_config(args.config)
@@ -85,6 +101,16 @@ def cmd_fit_tokenizers(args) -> int:
 def cmd_tokenize(args) -> int:
     from mot.tokenizers.stage import tokenize_splits
     return _logged_stage(args, "tokenize", tokenize_splits)
+
+
+def cmd_fit_image_vae(args) -> int:
+    from mot.tokenizers.stage import fit_image_vae
+    return _logged_stage(args, "image_vae", fit_image_vae)
+
+
+def cmd_fit_speech_units(args) -> int:
+    from mot.tokenizers.stage import fit_speech_units
+    return _logged_stage(args, "speech_units", fit_speech_units)
 
 
 def cmd_fit_clip(args) -> int:
@@ -144,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         "data": (cmd_data, _config_arg, "build webdataset shards (synthetic or imported) with a manifest"),
         "fit-tokenizers": (cmd_fit_tokenizers, _config_arg, "fit the text BPE and the image VQ-VAE on train"),
         "tokenize": (cmd_tokenize, _config_arg, "encode every split into token arrays"),
+        "speech-data": (cmd_speech_data, _config_arg, "spoken-caption shards (synthetic or LibriSpeech-style) for chameleon_speech"),
+        "fit-image-vae": (cmd_fit_image_vae, _config_arg,
+                          "fit the image VAE (Transfusion) on train and save every split's scaled latents"),
+        "fit-speech-units": (cmd_fit_speech_units, _config_arg,
+                             "fit k-means speech units on train audio and encode every split (chameleon_speech)"),
         "fit-clip": (cmd_fit_clip, _config_arg, "train the tiny CLIP used for CLIP score (and offline FID features)"),
         "fid-reference": (cmd_fid_reference, _config_arg, "FID statistics of the real eval images + random-codes baseline"),
         "train": (cmd_train, _run_args, "train one run (resumes from its last checkpoint)"),

@@ -71,7 +71,7 @@ def _without_defaults(schema: Any) -> Any:
 
 def _schema() -> dict:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    for section in ("model", "train"):
+    for section in ("model", "train", "sequences"):
         schema["$defs"][f"{section}_override"] = _without_defaults(schema["$defs"][section])
     return schema
 
@@ -260,7 +260,30 @@ class RunSpec:
     def fingerprint(self, config: dict) -> str:
         """Hash of everything that determines this run's result (Snakemake reruns it when it changes)."""
         return fingerprint({"run": self.as_dict(), "snapshots": self.snapshot_steps(config),
-                            **{k: config[k] for k in ("data", "tokenizers", "sequences")}})
+                            **setting_inputs(config, self.setting)})
+
+
+# The tokenizers (and extra sections) each setting's training data depends on.
+SETTING_TOKENIZERS = {"chameleon": ("text", "image_vq"), "chameleon_speech": ("text", "image_vq", "speech"),
+                      "transfusion": ("text", "image_vq", "image_vae")}
+SETTING_SECTIONS = {"transfusion": ("diffusion",)}
+
+
+def image_data(config: dict) -> dict:
+    """The data section without the speech part (what the image-text shards depend on)."""
+    return {k: v for k, v in config["data"].items() if k != "speech"}
+
+
+def setting_inputs(config: dict, setting: str) -> dict:
+    """The resolved config values a setting's runs read beyond their own run config: the data, the
+    tokenizers the setting uses, its sequences (study section overridden by the setting's) and extras."""
+    inputs = {"data": image_data(config), "sequences": deep_merge(config["sequences"],
+                                                                  config["settings"][setting].get("sequences") or {}),
+              "tokenizers": {k: config["tokenizers"][k] for k in SETTING_TOKENIZERS[setting]}}
+    if "speech" in SETTING_TOKENIZERS[setting]:
+        inputs["speech_data"] = config["data"]["speech"]
+    inputs.update({section: config[section] for section in SETTING_SECTIONS.get(setting, ())})
+    return inputs
 
 
 def run_seeds(config: dict, setting: str, run: str) -> list[int]:

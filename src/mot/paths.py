@@ -24,6 +24,11 @@ class StudyPaths:
         return self.root / "data"
 
     @property
+    def speech_data(self) -> Path:
+        """Spoken-caption shards of the chameleon_speech setting (their own manifest)."""
+        return self.data / "speech"
+
+    @property
     def tokenizers(self) -> Path:
         return self.root / "tokenizers"
 

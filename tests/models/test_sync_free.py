@@ -41,7 +41,8 @@ class SyncDetector(TorchDispatchMode):
             self.syncs.append(name)
         return func(*args, **(kwargs or {}))
 
-from mot.models.plan import ParameterPlan, group_tokens
+from mot.grouping import group_tokens
+from mot.models.plan import ParameterPlan
 from mot.models.transformer import ModelConfig, Transformer
 
 

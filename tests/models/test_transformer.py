@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mot.models.accounting import analytic_parameters, counted_parameters, paper_formulas
-from mot.models.plan import ParameterPlan, group_tokens
+from mot.grouping import group_tokens
+from mot.models.plan import ParameterPlan
 from mot.models.transformer import ModelConfig, Transformer
 
 ALL = ("attn", "ffn", "norm")
@@ -54,15 +55,19 @@ def ref_rotate(vec, pos, base=10000.0):
     return out
 
 
-def reference_forward(model, tokens, modality):
+def reference_hidden(model, tokens, modality, inputs=None, visible=None):
+    """Final hidden states [B, T, d], token by token. inputs[b][t] (optional) replaces a token's embedding;
+    visible(b, t) lists the positions token t attends to (default: causal, every earlier token)."""
     cfg, plan = model.cfg, model.cfg.plan
     b_size, t_size = tokens.shape
     hd = cfg.head_dim
+    visible = visible or (lambda b, t: range(t + 1))
 
     def set_of(component, m):
         return plan.group_of_modality[m] if plan.n_sets(component) > 1 else 0
 
-    x = [[model.embed.weight[tokens[b, t]] for t in range(t_size)] for b in range(b_size)]
+    x = [[model.embed.weight[tokens[b, t]] if inputs is None or inputs[b][t] is None else inputs[b][t]
+          for t in range(t_size)] for b in range(b_size)]
     for block in model.blocks:
         q, k, v = {}, {}, {}
         for b in range(b_size):
@@ -80,10 +85,11 @@ def reference_forward(model, tokens, modality):
                 m = int(modality[b, t])
                 heads = []
                 for head in range(cfg.n_heads):
-                    # global causal attention: every earlier token, whatever its modality
-                    scores = torch.stack([q[b, t, head] @ k[b, s, head] / math.sqrt(hd) for s in range(t + 1)])
+                    # global attention over the visible tokens, whatever their modality
+                    seen = list(visible(b, t))
+                    scores = torch.stack([q[b, t, head] @ k[b, s, head] / math.sqrt(hd) for s in seen])
                     weights = torch.softmax(scores, dim=0)
-                    heads.append(sum(weights[s] * v[b, s, head] for s in range(t + 1)))
+                    heads.append(sum(w * v[b, s, head] for w, s in zip(weights, seen)))
                 attn = torch.cat(heads) @ block.out.weight[set_of("attn", m)]
                 x1 = x[b][t] + attn
                 f = set_of("ffn", m)
@@ -92,9 +98,13 @@ def reference_forward(model, tokens, modality):
                 y = (torch.nn.functional.silu(h @ ffn.w_gate[f]) * (h @ ffn.w_up[f])) @ ffn.w_down[f]
                 new_x[b][t] = x1 + y
         x = new_x
-    logits = [[model.head(ref_norm(x[b][t], model.final_norm.weight[set_of("norm", int(modality[b, t]))],
-                                    cfg.norm_eps)) for t in range(t_size)] for b in range(b_size)]
-    return torch.stack([torch.stack(row) for row in logits])
+    hidden = [[ref_norm(x[b][t], model.final_norm.weight[set_of("norm", int(modality[b, t]))], cfg.norm_eps)
+               for t in range(t_size)] for b in range(b_size)]
+    return torch.stack([torch.stack(row) for row in hidden])
+
+
+def reference_forward(model, tokens, modality):
+    return model.head(reference_hidden(model, tokens, modality))
 
 
 @pytest.mark.parametrize("untie", [ALL, ("ffn", "norm"), ("attn",), ()])

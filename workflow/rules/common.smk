@@ -1,5 +1,5 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
-from mot.config import ConfigError, find_run, fingerprint, run_specs, validate
+from mot.config import ConfigError, find_run, fingerprint, image_data, run_specs, validate
 
 if workflow.config_settings.config:
     raise WorkflowError("--config overrides are not passed on to the `mot` stages: put them in a YAML file and add it with --configfile")
@@ -37,3 +37,20 @@ def config_fingerprint(*keys):
 
 def run_fingerprint(wildcards):
     return find_run(config, wildcards.setting, wildcards.run).fingerprint(config)
+
+
+def image_data_fingerprint(*keys):
+    """config_fingerprint over the image-text data (data.speech excluded) and the given keys."""
+    return fingerprint([image_data(config)] + [config_value(key) for key in keys])
+
+
+# The tokenized data each setting trains on (the stage outputs its train and evaluate jobs need).
+SETTING_TOKENS = {
+    "chameleon": [f"{ROOT}/tokens/stats.json"],
+    "chameleon_speech": [f"{ROOT}/tokens/stats.json", f"{ROOT}/tokens/speech_stats.json"],
+    "transfusion": [f"{ROOT}/tokens/stats.json", f"{ROOT}/tokens/latents_stats.json"],
+}
+
+
+def setting_tokens(wildcards):
+    return SETTING_TOKENS[wildcards.setting]

@@ -19,7 +19,7 @@ rule data:
     output:
         f"{ROOT}/data/manifest.json",
     params:
-        fingerprint=config_fingerprint("data"),
+        fingerprint=image_data_fingerprint(),
     log:
         f"{ROOT}/logs/data.log",
     threads: 1
@@ -28,3 +28,21 @@ rule data:
         runtime=120,
     shell:
         "mot data --config {CFG} > {log} 2>&1"
+
+
+rule speech_data:
+    """Spoken captions (synthetic audio of the image captions, or a LibriSpeech-style import) as shards."""
+    input:
+        rules.data.output,
+    output:
+        f"{ROOT}/data/speech/manifest.json",
+    params:
+        fingerprint=config_fingerprint("data.speech", "data.shard_size", "data.max_bad_fraction"),
+    log:
+        f"{ROOT}/logs/speech_data.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "mot speech-data --config {CFG} > {log} 2>&1"

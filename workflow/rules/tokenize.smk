@@ -5,7 +5,7 @@ rule fit_tokenizers:
     output:
         f"{ROOT}/tokenizers/vocab.json",
     params:
-        fingerprint=config_fingerprint("data", "tokenizers"),
+        fingerprint=image_data_fingerprint("tokenizers.text", "tokenizers.image_vq"),
     log:
         f"{ROOT}/logs/fit_tokenizers.log",
     threads: THREADS
@@ -23,7 +23,8 @@ rule tokenize:
     output:
         f"{ROOT}/tokens/stats.json",
     params:
-        fingerprint=config_fingerprint("data", "tokenizers", "sequences"),
+        fingerprint=image_data_fingerprint("tokenizers.text", "tokenizers.image_vq", "sequences.max_caption_tokens",
+                                           "sequences.seq_len"),
     log:
         f"{ROOT}/logs/tokenize.log",
     threads: THREADS
@@ -32,3 +33,41 @@ rule tokenize:
         runtime=120,
     shell:
         "mot tokenize --config {CFG} > {log} 2>&1"
+
+
+rule fit_image_vae:
+    """Transfusion's continuous image tokenizer (a KL autoencoder) fitted on train; every split's scaled latents."""
+    input:
+        rules.data.output,
+    output:
+        f"{ROOT}/tokens/latents_stats.json",
+    params:
+        fingerprint=image_data_fingerprint("tokenizers.image_vae"),
+    log:
+        f"{ROOT}/logs/fit_image_vae.log",
+    threads: THREADS
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    shell:
+        "mot fit-image-vae --config {CFG} > {log} 2>&1"
+
+
+rule fit_speech_units:
+    """Chameleon + Speech: k-means units over log-mel frames of the training audio; every split as units."""
+    input:
+        rules.speech_data.output,
+        rules.fit_tokenizers.output,
+    output:
+        f"{ROOT}/tokens/speech_stats.json",
+    params:
+        fingerprint=config_fingerprint("data.speech", "tokenizers.speech", "tokenizers.text",
+                                       "sequences.max_caption_tokens"),
+    log:
+        f"{ROOT}/logs/fit_speech_units.log",
+    threads: THREADS
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    shell:
+        "mot fit-speech-units --config {CFG} > {log} 2>&1"

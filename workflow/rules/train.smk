@@ -1,7 +1,7 @@
 rule train:
     """One training run = one job = one MLflow run; resumes from its last checkpoint if killed."""
     input:
-        rules.tokenize.output,
+        setting_tokens,
     output:
         f"{ROOT}/{{setting}}/{{run}}/train/final.pt",
     params:

@@ -1,49 +1,22 @@
-"""Tokenized splits and the Chameleon sequences built from them.
+"""Tokenized splits and the batch every setting's sequence builder produces.
 
-One vocabulary: text BPE ids first, then the VQ image codes. A sample is an image (its codes)
-with several captions; a training sequence is either generation
-`<bos> caption <boi> image <eoi> <eos>` or captioning `<bos> <boi> image <eoi> caption <eos>`.
-The batch builder also sorts tokens by parameter set on the host (`TokenGroups`).
+A sample is an image (its VQ codes or VAE latents) with several captions (and, with speech, a
+spoken caption). Each setting builds its own sequences from them (`mot.settings`); the batch
+carries the host-side token grouping (`TokenGroups`), so the model never syncs to route.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from mot.models.plan import TokenGroups, group_tokens, modality_id
+from mot.grouping import MODALITIES, TokenGroups, group_tokens
 
 IGNORE = -100
-TEXT, IMAGE = modality_id("text"), modality_id("image")
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    text_size: int
-    image_codes: int
-    pad: int
-    bos: int
-    eos: int
-    boi: int
-    eoi: int
-
-    @property
-    def image_offset(self) -> int:
-        return self.text_size
-
-    @property
-    def size(self) -> int:
-        return self.text_size + self.image_codes
-
-    def modality_of(self, tokens: torch.Tensor) -> torch.Tensor:
-        return (tokens >= self.image_offset).long() * IMAGE + (tokens < self.image_offset).long() * TEXT
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -77,78 +50,67 @@ class TokenizedSplit:
 
 
 @dataclass
+class ImagePatches:
+    """Continuous image tokens of a batch (Transfusion): which flat positions of the [B, T] batch are
+    latent patches, their clean values, the noise and timestep each one is trained at."""
+
+    index: torch.Tensor       # [N] flat (b*T + t) positions of the patch tokens, sequence order
+    clean: torch.Tensor       # [N, patch_dim] clean latent patches x0
+    noise: torch.Tensor       # [N, patch_dim] Gaussian noise
+    timesteps: torch.Tensor   # [N] diffusion timestep per patch (0 and no loss for a clean, conditioning image)
+    noised: torch.Tensor      # [N] bool: this patch is noised and carries the diffusion loss
+    n_noised: int             # host int: patches that carry the loss
+
+    def to(self, device) -> "ImagePatches":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return ImagePatches(move(self.index), move(self.clean), move(self.noise), move(self.timesteps),
+                            move(self.noised), self.n_noised)
+
+
+@dataclass
 class Batch:
-    tokens: torch.Tensor            # [B, T] inputs
-    targets: torch.Tensor           # [B, T] next tokens, IGNORE on padding
+    tokens: torch.Tensor            # [B, T] inputs (a placeholder id where a continuous patch enters)
+    targets: torch.Tensor           # [B, T] next tokens, IGNORE on padding and non-text targets of Transfusion
     input_modality: torch.Tensor    # [B, T] modality of each input token (chooses its weights)
     target_modality: torch.Tensor   # [B, T] modality of each target (attributes its loss)
     groups: TokenGroups
     target_counts: tuple[int, ...]  # non-ignored targets per modality, host ints
+    image: ImagePatches | None = None      # Transfusion's latent patches
+    attn_mask: torch.Tensor | None = None  # [B, 1, T, T] bool, True = may attend (None = causal)
 
     def to(self, device) -> "Batch":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.tokens), move(self.targets), move(self.input_modality),
-                     move(self.target_modality), self.groups.to(device), self.target_counts)
+                     move(self.target_modality), self.groups.to(device), self.target_counts,
+                     None if self.image is None else self.image.to(device), move(self.attn_mask))
 
     @property
     def n_tokens(self) -> int:
         return self.tokens.numel()
 
 
-class ChameleonSequences:
-    """Builds fixed-length next-token batches from a tokenized split."""
 
-    def __init__(self, split: TokenizedSplit, vocab: Vocabulary, seq_len: int, captioning_fraction: float,
-                 group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0):
-        self.split, self.vocab, self.seq_len = split, vocab, seq_len
-        self.captioning_fraction, self.caption_dropout = captioning_fraction, caption_dropout
-        self.group_of_modality, self.n_groups = tuple(group_of_modality), n_groups
 
-    def sequence(self, index: int, slot: int, captioning: bool, drop_caption: bool = False) -> np.ndarray:
-        """drop_caption gives the unconditional generation sequence `<bos> <boi> image <eoi> <eos>` (for CFG)."""
-        v = self.vocab
-        image = self.split.image_codes[index].astype(np.int64) + v.image_offset
-        caption = self.split.caption(index, slot).astype(np.int64)[: 0 if drop_caption else None]
-        if captioning:
-            parts = ([v.bos, v.boi], image, [v.eoi], caption, [v.eos])
-        else:
-            parts = ([v.bos], caption, [v.boi], image, [v.eoi, v.eos])
-        return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+def collate_token_rows(sequences: list[np.ndarray], seq_len: int, pad: int, modality_of,
+                       group_of_modality: Sequence[int], n_groups: int) -> Batch:
+    """Next-token batch from token rows: inputs are a row's first seq_len tokens, targets the next ones."""
+    width = seq_len + 1
+    padded = np.full((len(sequences), width), pad, dtype=np.int64)
+    valid = np.zeros((len(sequences), width), dtype=bool)
+    for row, seq in enumerate(sequences):
+        padded[row, : len(seq)] = seq[:width]
+        valid[row, : len(seq)] = True
+    full = torch.from_numpy(padded)
+    tokens, targets = full[:, :-1], full[:, 1:].clone()
+    targets[~torch.from_numpy(valid[:, 1:])] = IGNORE
+    input_modality = modality_of(tokens)
+    target_modality = modality_of(targets.clamp(min=0))
+    counts = target_counts(targets, target_modality)
+    groups = group_tokens(input_modality, group_of_modality, n_groups)
+    return Batch(tokens, targets, input_modality, target_modality, groups, counts)
 
-    def collate(self, sequences: list[np.ndarray]) -> Batch:
-        width = self.seq_len + 1
-        padded = np.full((len(sequences), width), self.vocab.pad, dtype=np.int64)
-        valid = np.zeros((len(sequences), width), dtype=bool)
-        for row, seq in enumerate(sequences):
-            padded[row, : len(seq)] = seq[:width]
-            valid[row, : len(seq)] = True
-        full = torch.from_numpy(padded)
-        tokens, targets = full[:, :-1], full[:, 1:].clone()
-        targets[~torch.from_numpy(valid[:, 1:])] = IGNORE
-        input_modality = self.vocab.modality_of(tokens)
-        target_modality = self.vocab.modality_of(targets.clamp(min=0))
-        counted = targets != IGNORE
-        counts = tuple(int(((target_modality == m) & counted).sum()) for m in range(3))
-        groups = group_tokens(input_modality, self.group_of_modality, self.n_groups)
-        return Batch(tokens, targets, input_modality, target_modality, groups, counts)
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        """The batch of a training step: a pure function of (seed, step), so a resumed run sees the same data."""
-        rng = np.random.default_rng([seed, step])
-        indices = rng.integers(0, len(self.split), size=batch_size)
-        sequences = []
-        for index in indices:
-            slot = int(rng.integers(0, self.split.n_captions(int(index))))
-            captioning = bool(rng.random() < self.captioning_fraction)
-            drop = not captioning and bool(rng.random() < self.caption_dropout)
-            sequences.append(self.sequence(int(index), slot, captioning, drop))
-        return self.collate(sequences)
-
-    def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
-        """Fixed order: sample i with caption i mod (its captions), directions alternating."""
-        n = len(self.split) if limit is None else min(limit, len(self.split))
-        for start in range(0, n, batch_size):
-            yield self.collate([
-                self.sequence(i, i % self.split.n_captions(i), captioning=bool(i % 2))
-                for i in range(start, min(n, start + batch_size))
-            ])
+def target_counts(targets: torch.Tensor, target_modality: torch.Tensor) -> tuple[int, ...]:
+    """Non-ignored targets per modality (host ints: the loss is averaged without a device sync)."""
+    counted = targets != IGNORE
+    return tuple(int(((target_modality == m) & counted).sum()) for m in range(len(MODALITIES)))

@@ -135,3 +135,25 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def build_speech(config: dict, out_dir: Path) -> dict:
+    """The spoken-caption shards of the chameleon_speech setting under out_dir (data/speech): the image
+    captions rendered as audio (synthetic), or LibriSpeech-style folders imported. Returns the manifest."""
+    from mot.data.shards import load_manifest, load_split_arrays
+    from mot.data.speech import build_librispeech_dataset, build_speech_dataset
+
+    data_cfg, speech = config["data"], config["data"]["speech"]
+    common = dict(sample_rate=speech["sample_rate"], audio_format=speech["audio_format"],
+                  shard_size=data_cfg["shard_size"], max_bad_fraction=data_cfg["max_bad_fraction"])
+    if speech["source"] == "librispeech":
+        roots = {split: root for split, root in speech["librispeech"].items() if root}
+        return build_librispeech_dataset(roots, out_dir, resample=speech["resample"], **common)
+    image_dir = Path(out_dir).parent
+    captions_by_split = {}
+    for split in load_manifest(image_dir)["splits"]:
+        keys, _, captions = load_split_arrays(image_dir, split)
+        limit = speech["max_utterances"] or len(keys)
+        captions_by_split[split] = (keys[:limit], captions[:limit])
+    return build_speech_dataset(captions_by_split, out_dir, renderer=speech["renderer"], seed=speech["seed"],
+                                caption_choice=speech["caption_choice"], **common)

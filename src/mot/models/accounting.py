@@ -10,12 +10,12 @@ from collections import defaultdict
 
 from torch import nn
 
-from mot.models.plan import modality_id
+from mot.grouping import modality_id
 from mot.models.transformer import ModelConfig
 
 COMPONENT_OF_MODULE = {"qkv": "attn", "out": "attn", "q_norm": "attn", "k_norm": "attn",
                        "attn_norm": "norm", "ffn_norm": "norm", "final_norm": "norm",
-                       "ffn": "ffn", "embed": "embedding", "head": "head"}
+                       "ffn": "ffn", "embed": "embedding", "head": "head", "image": "adapters"}
 
 
 def norm_params(cfg: ModelConfig, dim: int) -> int:
@@ -51,6 +51,9 @@ def analytic_parameters(cfg: ModelConfig) -> dict:
     components["norm"] += plan.n_sets("norm") * norm_params(cfg, cfg.d_model)  # final norm
     components["embedding"] = cfg.vocab_size * cfg.d_model
     components["head"] = cfg.vocab_size * cfg.d_model
+    if cfg.image_patch_dim:  # Transfusion: patch in (+bias), timestep MLP (2 layers), patch out (+bias)
+        p, d = cfg.image_patch_dim, cfg.d_model
+        components["adapters"] = (p * d + d) + 2 * (d * d + d) + (d * p + p)
     non_embedding = components["attn"] + components["ffn"] + components["norm"]
     return {"total": sum(components.values()), "non_embedding": non_embedding, "components": components}
 
@@ -91,7 +94,7 @@ def counted_parameters(model: nn.Module, cfg: ModelConfig) -> dict:
         parts = name.split(".")
         component = next(COMPONENT_OF_MODULE[part] for part in parts if part in COMPONENT_OF_MODULE)
         components[component] += p.numel()
-        if component in ("embedding", "head"):
+        if component in ("embedding", "head", "adapters"):
             continue
         # a grouped parameter's leading axis is its parameter sets; shared ones count for every modality
         n_sets = cfg.plan.n_sets(component)
@@ -105,16 +108,16 @@ def counted_parameters(model: nn.Module, cfg: ModelConfig) -> dict:
             else:
                 per_modality[m] += p.numel() // n_sets
     total = sum(components.values())
-    non_embedding = total - components["embedding"] - components["head"]
+    non_embedding = components["attn"] + components["ffn"] + components["norm"]
     return {"total": total, "non_embedding": non_embedding, "components": dict(components),
             "per_modality": dict(per_modality)}
 
 
-def run_accounting(run, vocab_size: int, seq_len: int) -> dict:
+def run_accounting(run, vocab_size: int, seq_len: int, image_patch_dim: int = 0) -> dict:
     """Everything `mot params` prints for one run (from the config alone)."""
     from mot.models.factory import model_config
 
-    cfg = model_config(run, vocab_size, seq_len)
+    cfg = model_config(run, vocab_size, seq_len, image_patch_dim)
     params = analytic_parameters(cfg)
     per_modality = {m: active_matmul_parameters(cfg, m) for m in cfg.plan.modalities}
     return {
@@ -127,16 +130,23 @@ def run_accounting(run, vocab_size: int, seq_len: int) -> dict:
     }
 
 
-def expected_vocab_size(config: dict) -> int:
+def expected_vocab_size(config: dict, setting: str = "chameleon") -> int:
     """Vocabulary implied by the config (the fitted BPE may come out smaller than its budget)."""
-    return config["tokenizers"]["text"]["vocab_size"] + config["tokenizers"]["image_vq"]["codebook_size"]
+    from mot.settings import objective_for
+
+    return objective_for(config, setting).expected_vocab_size()
 
 
 def accounting_table(config: dict) -> list[dict]:
     from mot.config import run_specs
+    from mot.settings import objective_for
 
-    vocab, seq_len = expected_vocab_size(config), config["sequences"]["seq_len"]
-    return [run_accounting(run, vocab, seq_len) for run in run_specs(config)]
+    rows = []
+    for run in run_specs(config):
+        objective = objective_for(config, run.setting)
+        rows.append(run_accounting(run, objective.expected_vocab_size(), objective.seq_len,
+                                   objective.image_patch_dim()))
+    return rows
 
 
 def _formula_for(row: dict) -> tuple[str, int | None, int | None]:

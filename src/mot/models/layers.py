@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mot.models.plan import TokenGroups
+from mot.grouping import TokenGroups
 
 
 def per_set(x: torch.Tensor, sizes: tuple[int, ...], n_sets: int, apply) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mot.models.layers import GroupedFFN, GroupedLinear, GroupedNorm, per_set
-from mot.models.plan import ParameterPlan, TokenGroups
+from mot.grouping import TokenGroups
+from mot.models.plan import ParameterPlan
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     plan: ParameterPlan = field(default_factory=ParameterPlan)
+    image_patch_dim: int = 0  # > 0: continuous image patches in and out (Transfusion adapters)
 
     @property
     def head_dim(self) -> int:
@@ -119,11 +121,31 @@ class Block(nn.Module):
         return x + self.ffn(self.ffn_norm(x, groups), groups)
 
 
+class ImageAdapters(nn.Module):
+    """Transfusion's continuous image tokens: a latent patch enters through a linear projection plus
+    an embedding of its diffusion timestep, and leaves through a linear head back to patch space."""
+
+    def __init__(self, patch_dim: int, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+        self.patch_in = nn.Linear(patch_dim, d_model)
+        self.time_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.patch_out = nn.Linear(d_model, patch_dim)
+
+    def embed(self, patches: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        from mot.models.diffusion import timestep_embedding
+
+        dtype = self.patch_in.weight.dtype  # the data pipeline hands float32 patches to any model precision
+        t = timestep_embedding(timesteps, self.d_model).to(dtype)
+        return self.patch_in(patches.to(dtype)) + self.time_mlp(t)
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.image = ImageAdapters(cfg.image_patch_dim, cfg.d_model) if cfg.image_patch_dim else None
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = GroupedNorm(cfg.plan.n_sets("norm"), cfg.d_model, cfg.norm, cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -147,11 +169,22 @@ class Transformer(nn.Module):
                 cache: KVCache | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, V]. `groups` sorts the B*T tokens by parameter set."""
         batch, seq = tokens.shape
+        return self.head(self.hidden(tokens, groups, positions, cache, attn_mask)).view(batch, seq, -1)
+
+    def hidden(self, tokens: torch.Tensor, groups: TokenGroups, positions: torch.Tensor | None = None,
+               cache: KVCache | None = None, attn_mask: torch.Tensor | None = None,
+               image_embeds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Final hidden states [B*T, d] in sequence order. image_embeds = (flat positions [N], embeddings
+        [N, d]) replaces those positions' token embeddings (Transfusion's continuous patches)."""
+        batch, seq = tokens.shape
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + seq, device=tokens.device).expand(batch, seq)
         rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.embed(tokens).reshape(batch * seq, -1)
+        if image_embeds is not None:
+            index, embeds = image_embeds
+            x = x.index_copy(0, index, embeds.to(x.dtype))
         x = groups.to_sorted(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, groups, (batch, seq), rope, layer, cache, attn_mask)
@@ -159,7 +192,7 @@ class Transformer(nn.Module):
         x = groups.to_sequence(x)
         if cache is not None:
             cache.length += seq
-        return self.head(x).view(batch, seq, -1)
+        return x
 
     def aux_loss(self) -> torch.Tensor | None:
         """Mean load-balancing loss of the MoE layers in the last forward (None without MoE)."""

@@ -6,20 +6,22 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mot.config import ConfigError
 from mot.data.captions import most_frequent_caption
-from mot.data.sequences import TokenizedSplit, Vocabulary
+from mot.data.sequences import TokenizedSplit
+from mot.vocabulary import VOCAB_FILE, Vocabulary
 from mot.data.shards import load_manifest, load_split_arrays
 from mot.paths import StudyPaths
 from mot.tokenizers.image_vq import VQConfig, VQVAE, train_vqvae
 from mot.tokenizers.text_bpe import TextTokenizer
 
 log = logging.getLogger("mot.tokenize")
-TEXT_TOKENIZER, IMAGE_TOKENIZER, VOCAB, FIT_SUMMARY = "text_bpe.json", "vqvae.pt", "vocab.json", "fit_summary.json"
+TEXT_TOKENIZER, IMAGE_TOKENIZER, VOCAB, FIT_SUMMARY = "text_bpe.json", "vqvae.pt", VOCAB_FILE, "fit_summary.json"
 
 
 def fit_tokenizers(config: dict, logger=None) -> dict:
@@ -98,4 +100,112 @@ def tokenize_splits(config: dict, logger=None) -> dict:
         if logger:
             logger.log_metrics({f"tokens/{split}_{k}": v for k, v in stats[split].items()}, 0)
     (paths.tokens / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+# --- Transfusion: the continuous image tokenizer ---------------------------------------------------
+
+VAE_DIR, LATENTS_STATS = "image_vae", "latents_stats.json"
+
+
+def vae_dir(tokenizers_dir: Path) -> Path:
+    return Path(tokenizers_dir) / VAE_DIR
+
+
+def vae_config_from(config: dict):
+    from mot.tokenizers.image_vae import VAEConfig
+
+    cfg = {k: v for k, v in config["tokenizers"]["image_vae"].items() if k != "pretrained"}
+    return VAEConfig(**{**cfg, "block_out_channels": tuple(cfg["block_out_channels"])})
+
+
+def latent_shape_from(config: dict, image_size: int) -> tuple[int, int, int]:
+    """The latent grid the config implies (a pretrained VAE's own config is read at fit time)."""
+    cfg = vae_config_from(config)
+    return cfg.latent_channels, image_size // cfg.downsample, image_size // cfg.downsample
+
+
+def fit_image_vae(config: dict, logger=None) -> dict:
+    """Fit the KL autoencoder on the training images (or load a local pretrained one), fit the latent
+    shift/scale on training latents (as Stable Diffusion does), and save every split's scaled latents."""
+    from mot.tokenizers.image_vae import ImageVAE, evaluate_vae, fit_latent_stats, train_vae
+
+    paths = StudyPaths.from_config(config)
+    torch.set_num_threads(config["train"]["threads"])
+    vae_cfg = config["tokenizers"]["image_vae"]
+    _, images, _ = load_split_arrays(paths.data, "train")
+    log_fn = (lambda metrics, step: logger.log_metrics(metrics, step)) if logger else None
+    if vae_cfg["pretrained"]:
+        vae = ImageVAE.load(vae_cfg["pretrained"])
+        metrics = {**evaluate_vae(vae, images[:1024]), **fit_latent_stats(vae, images)}
+    else:
+        vae, metrics = train_vae(images, vae_config_from(config), log_fn=log_fn)
+    vae.save(vae_dir(paths.tokenizers))
+    log.info("image VAE: recon_mse %.4f, KL %.3f, latent std %.3f -> scaling factor %.3f", metrics["recon_mse"],
+             metrics["kl"], metrics["latent_std"], metrics["scaling_factor"])
+    paths.tokens.mkdir(parents=True, exist_ok=True)
+    stats = {"vae_final/" + k: v for k, v in metrics.items()}
+    for split in load_manifest(paths.data)["splits"]:
+        _, split_images, _ = load_split_arrays(paths.data, split)
+        latents = vae.encode(split_images).numpy().astype(np.float32)
+        np.save(paths.tokens / f"{split}_latents.npy", latents)
+        stats[f"latents/{split}_std"] = float(latents.std())
+        stats["latent_shape"] = list(latents.shape[1:])
+    if logger:
+        logger.log_metrics({k: v for k, v in stats.items() if isinstance(v, float)}, vae_cfg["steps"])
+    (paths.tokens / LATENTS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
+    return stats
+
+
+# --- Chameleon + Speech: discrete speech units ---------------------------------------------------
+
+SPEECH_UNITS = "speech_units.npz"
+
+
+def fit_speech_units(config: dict, logger=None) -> dict:
+    """k-means speech units fitted on the training audio; every split encoded as units (truncated to
+    tokenizers.speech.max_units, counted) with its transcript as BPE ids."""
+    from mot.data.speech import read_speech_split
+    from mot.settings.chameleon_speech import SPEECH_TOKENS_STATS, SpeechTokens, speech_tokens_path
+    from mot.tokenizers.speech_units import SpeechUnits, unit_stats
+
+    paths = StudyPaths.from_config(config)
+    threads = config["train"]["threads"]
+    torch.set_num_threads(threads)
+    scfg, speech_dir = config["tokenizers"]["speech"], paths.speech_data
+    text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
+    sample_rate = load_manifest(speech_dir)["sample_rate"]
+    waveforms = (waveform for _, waveform, _ in read_speech_split(speech_dir, "train"))  # streamed: bounded memory
+    units = SpeechUnits.fit(waveforms, sample_rate, scfg["n_units"], scfg["seed"], scfg["max_frames"], scfg["n_mels"],
+                            scfg["hop_ms"], scfg["win_ms"], scfg["dedup"], threads=threads)
+    units.save(paths.tokenizers / SPEECH_UNITS)
+    max_units, max_text = scfg["max_units"], config["sequences"]["max_caption_tokens"]
+    stats: dict = {"n_units": units.n_units}
+    paths.tokens.mkdir(parents=True, exist_ok=True)
+    for split in load_manifest(speech_dir)["splits"]:
+        keys, encoded, transcripts = [], [], []
+        for key, waveform, transcript in read_speech_split(speech_dir, split):
+            keys.append(key)
+            encoded.append(units.encode(waveform))
+            transcripts.append(transcript)
+        unit_ids = np.full((len(keys), max_units), -1, dtype=np.int16)
+        text_ids = np.full((len(keys), max_text), -1, dtype=np.int32)
+        unit_lengths, text_lengths = np.zeros(len(keys), np.int32), np.zeros(len(keys), np.int32)
+        for i, (u, transcript) in enumerate(zip(encoded, transcripts)):
+            unit_lengths[i] = min(len(u), max_units)
+            unit_ids[i, : unit_lengths[i]] = u[:max_units]
+            ids = text.encode(transcript)[:max_text]
+            text_lengths[i] = len(ids)
+            text_ids[i, : len(ids)] = ids
+        SpeechTokens(unit_ids, unit_lengths, text_ids, text_lengths, np.asarray(keys)).save(
+            speech_tokens_path(paths.tokens, split))
+        lengths = np.array([len(u) for u in encoded])
+        usage = unit_stats(encoded, units.n_units)
+        stats[split] = {"utterances": len(keys), "mean_units": float(lengths.mean()), "max_units": int(lengths.max()),
+                        "truncated": int((lengths > max_units).sum()), "unit_usage": usage["usage"],
+                        "unit_perplexity": usage["perplexity"]}
+        log.info("speech units %s: %s", split, stats[split])
+        if logger:
+            logger.log_metrics({f"speech/{split}_{k}": v for k, v in stats[split].items()}, 0)
+    (paths.tokens / SPEECH_TOKENS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
     return stats

@@ -6,21 +6,19 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
 
 from mot.config import RunSpec, flatten
-from mot.data.sequences import ChameleonSequences, TokenizedSplit, Vocabulary
 from mot.models.accounting import analytic_parameters, flops_per_token
-from mot.models.factory import build_model
-from mot.models.plan import MODALITIES
+from mot.grouping import MODALITIES
 from mot.paths import StudyPaths
+from mot.runtime import autocast_for, pick_device
+from mot.settings import objective_for
 from mot.tracking import RunLogger, experiment_name
 from mot.train.checkpoint import (discard_training_state, is_complete, latest_checkpoint, load_checkpoint,
                                   mark_complete, save_checkpoint)
-from mot.train.loss import modality_loss_sums, validation_loss
 from mot.train.optim import build_optimizer, lr_at
 
 log = logging.getLogger("mot.train")
@@ -28,30 +26,6 @@ log = logging.getLogger("mot.train")
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def load_vocabulary(paths: StudyPaths) -> Vocabulary:
-    return Vocabulary(**json.loads((paths.tokenizers / "vocab.json").read_text()))
-
-
-def sequences_for(split: str, paths: StudyPaths, config: dict, model) -> ChameleonSequences:
-    plan = model.cfg.plan
-    return ChameleonSequences(TokenizedSplit.load(paths.tokens / f"{split}.npz"), load_vocabulary(paths),
-                              config["sequences"]["seq_len"], config["sequences"]["captioning_fraction"],
-                              plan.group_of_modality, plan.n_groups,
-                              config["sequences"]["caption_dropout"] if split == "train" else 0.0)
 
 
 def run_tags(run: RunSpec) -> dict[str, str]:
@@ -68,11 +42,11 @@ class Trainer:
         torch.set_num_threads(self.tcfg["threads"])
         torch.manual_seed(run.seed)
         self.device = pick_device(self.tcfg["device"])
-        self.vocab = load_vocabulary(self.paths)
-        self.seq_len = config["sequences"]["seq_len"]
-        self.model = build_model(run, self.vocab.size, self.seq_len).to(self.device)
-        self.train_data = sequences_for("train", self.paths, config, self.model)
-        self.val_data = sequences_for("val", self.paths, config, self.model)
+        self.objective = objective_for(config, run.setting)
+        self.vocab, self.seq_len = self.objective.vocab, self.objective.seq_len
+        self.model = self.objective.build_model(run).to(self.device)
+        self.train_data = self.objective.sequences("train", self.model)
+        self.val_data = self.objective.sequences("val", self.model)
         self.optimizer = build_optimizer(self.model, self.tcfg)
         self.step_model = torch.compile(self.model) if self.tcfg["compile"] else self.model
         self.autocast = autocast_for(self.device, self.tcfg["precision"])
@@ -136,7 +110,7 @@ class Trainer:
         log.info("%s/%s: resumed from %s", self.run.setting, self.run.name, checkpoint_path.name)
 
     def evaluate_and_log(self, step: int) -> None:
-        losses = validation_loss(self.model, self.val_data.eval_batches(self.config["eval"]["batch_size"]),
+        losses = self.objective.validation_loss(self.model, self.val_data.eval_batches(self.config["eval"]["batch_size"]),
                                  self.device, self.run.modalities, self.autocast)
         self.logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
                                  "val/cum_flops": self.tokens_seen * self.flops_token,
@@ -149,8 +123,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.tcfg)
         with self.autocast:
-            logits = self.step_model(batch.tokens, batch.groups)
-        loss, sums = modality_loss_sums(logits, batch)
+            loss, sums = self.objective.loss(self.step_model, batch)
         aux = self.model.aux_loss()
         total = loss + self.run.moe["aux_loss_weight"] * aux if aux is not None else loss
         self.optimizer.zero_grad(set_to_none=True)

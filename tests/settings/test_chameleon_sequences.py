@@ -3,7 +3,9 @@
 import numpy as np
 import torch
 
-from mot.data.sequences import IGNORE, IMAGE, TEXT, ChameleonSequences, TokenizedSplit, Vocabulary
+from mot.data.sequences import IGNORE, TokenizedSplit
+from mot.settings.chameleon import ChameleonSequences
+from mot.vocabulary import IMAGE, TEXT, Vocabulary
 
 VOCAB = Vocabulary(text_size=20, image_codes=8, pad=0, bos=1, eos=2, boi=3, eoi=4)
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.sampling import greedy_captions, guided_logits, sample_images, sample_next, top_k_filter
-from mot.data.sequences import Vocabulary
+from mot.settings.chameleon import greedy_captions, sample_images
+from mot.settings.decoding import guided_logits, sample_next, top_k_filter
+from mot.vocabulary import Vocabulary
 from mot.models.plan import ParameterPlan
 from mot.models.transformer import ModelConfig, Transformer
 

@@ -1,0 +1,111 @@
+"""The interface between a setting's objective and the stages that train, evaluate and report it.
+
+A setting (`chameleon`, `chameleon_speech`, `transfusion`) is one module of `mot.settings`; its
+`Objective` owns what differs between them: the vocabulary and model adapters, the sequence
+builder, the loss, and the samplers evaluation scores. Training, evaluation and the report call
+only this interface, never `if setting == ...`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+import torch
+from torchmetrics.aggregation import MeanMetric
+
+from mot.config import RunSpec, deep_merge
+from mot.data.sequences import Batch
+from mot.grouping import MODALITIES
+from mot.models.factory import build_model
+from mot.models.transformer import Transformer
+from mot.paths import StudyPaths
+from mot.vocabulary import Vocabulary
+
+
+class Sequences(Protocol):
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch: ...
+
+    def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]: ...
+
+
+class Objective:
+    """One setting's training objective and samplers. Subclasses fill in the abstract parts."""
+
+    name = ""
+
+    def __init__(self, config: dict, setting: str):
+        self.config, self.setting = config, setting
+        self.paths = StudyPaths.from_config(config)
+        # the study's sequences section, overridden by the setting's (e.g. its own seq_len or mixture)
+        self.sequences_cfg = deep_merge(config["sequences"], config["settings"][setting].get("sequences") or {})
+        self.seq_len = self.sequences_cfg["seq_len"]
+        self._vocab: Vocabulary | None = None
+
+    # --- what the model is ------------------------------------------------------------------
+
+    @property
+    def vocab(self) -> Vocabulary:
+        if self._vocab is None:
+            self._vocab = self.load_vocabulary()
+        return self._vocab
+
+    def load_vocabulary(self) -> Vocabulary:
+        raise NotImplementedError
+
+    def expected_vocab_size(self) -> int:
+        """The vocabulary implied by the config alone (accounting before any tokenizer is fitted)."""
+        raise NotImplementedError
+
+    def image_patch_dim(self) -> int:
+        """Width of a continuous image patch (0: images are discrete tokens or absent)."""
+        return 0
+
+    def build_model(self, run: RunSpec, vocab_size: int | None = None) -> Transformer:
+        return build_model(run, self.vocab.size if vocab_size is None else vocab_size, self.seq_len,
+                           image_patch_dim=self.image_patch_dim())
+
+    # --- training ---------------------------------------------------------------------------
+
+    def sequences(self, split: str, model: Transformer) -> Sequences:
+        raise NotImplementedError
+
+    def loss(self, model: Transformer, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the training loss, per-modality loss sums [len(MODALITIES)] over batch.target_counts)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_loss(self, model: Transformer, batches: Iterable[Batch], device, modalities: Iterable[str],
+                        autocast=None) -> dict[str, float]:
+        """Target-weighted mean loss per modality over the whole split (MeanMetric reduces across ranks)."""
+        model.eval()
+        means = {m: MeanMetric().to(device) for m in modalities}
+        for batch in batches:
+            batch = batch.to(device)
+            with autocast or torch.autocast(device_type=torch.device(device).type, enabled=False):
+                _, sums = self.loss(model, batch)
+            for m in modalities:
+                count = batch.target_counts[MODALITIES.index(m)]
+                if count:
+                    means[m].update(sums[MODALITIES.index(m)] / count, weight=count)
+        model.train()
+        return {m: float(metric.compute()) for m, metric in means.items() if metric.update_count}
+
+    # --- evaluation -------------------------------------------------------------------------
+
+    def eval_samples(self, split: str) -> int:
+        """Number of samples (images with captions) in a tokenized split."""
+        raise NotImplementedError
+
+    def captions(self, model: Transformer, split: str, n: int, max_tokens: int, batch_size: int,
+                 device) -> list[list[int]]:
+        """Greedy caption token ids for the first n images of the split."""
+        raise NotImplementedError
+
+    def images(self, model: Transformer, prompts: list[list[int]], batch_size: int, device) -> np.ndarray:
+        """Generated images (uint8 [N, H, W, 3]) for caption token lists, with the eval config's guidance."""
+        raise NotImplementedError
+
+    def random_images(self, n: int, seed: int) -> np.ndarray:
+        """Images decoded from random tokenizer inputs: the FID of an untrained generator (a baseline)."""
+        raise NotImplementedError

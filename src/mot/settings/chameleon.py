@@ -1,0 +1,178 @@
+"""Chameleon: one next-token objective over text tokens and discrete (VQ) image tokens.
+
+A training sequence is either generation `<bos> caption <boi> image <eoi> <eos>` or captioning
+`<bos> <boi> image <eoi> caption <eos>` (mixed by `sequences.captioning_fraction`); generation
+drops its caption with `sequences.caption_dropout` for classifier-free guidance. Captions are
+decoded greedily after `<bos> <boi> image <eoi>`; images are sampled code by code after
+`<bos> caption <boi>` with guidance against `<bos> <boi>`, then decoded by the VQ-VAE.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mot.data.sequences import IGNORE, Batch, TokenizedSplit, collate_token_rows
+from mot.grouping import MODALITIES
+from mot.settings.base import Objective
+from mot.settings.decoding import (TokenStream, batches_by_length, greedy_text, guided_logits,
+                                   sample_next)
+from mot.vocabulary import Vocabulary, load_vocabulary
+
+
+class ChameleonSequences:
+    """Builds fixed-length next-token batches from a tokenized split."""
+
+    def __init__(self, split: TokenizedSplit, vocab: Vocabulary, seq_len: int, captioning_fraction: float,
+                 group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0):
+        self.split, self.vocab, self.seq_len = split, vocab, seq_len
+        self.captioning_fraction, self.caption_dropout = captioning_fraction, caption_dropout
+        self.group_of_modality, self.n_groups = tuple(group_of_modality), n_groups
+
+    def sequence(self, index: int, slot: int, captioning: bool, drop_caption: bool = False) -> np.ndarray:
+        """drop_caption gives the unconditional generation sequence `<bos> <boi> image <eoi> <eos>` (for CFG)."""
+        v = self.vocab
+        image = self.split.image_codes[index].astype(np.int64) + v.image_offset
+        caption = self.split.caption(index, slot).astype(np.int64)[: 0 if drop_caption else None]
+        if captioning:
+            parts = ([v.bos, v.boi], image, [v.eoi], caption, [v.eos])
+        else:
+            parts = ([v.bos], caption, [v.boi], image, [v.eoi, v.eos])
+        return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+
+    def collate(self, sequences: list[np.ndarray]) -> Batch:
+        return collate_token_rows(sequences, self.seq_len, self.vocab.pad, self.vocab.modality_of,
+                                  self.group_of_modality, self.n_groups)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One training sequence drawn with the step's generator."""
+        index = int(rng.integers(0, len(self.split)))
+        slot = int(rng.integers(0, self.split.n_captions(index)))
+        captioning = bool(rng.random() < self.captioning_fraction)
+        drop = not captioning and bool(rng.random() < self.caption_dropout)
+        return self.sequence(index, slot, captioning, drop)
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        """The batch of a training step: a pure function of (seed, step), so a resumed run sees the same data."""
+        rng = np.random.default_rng([seed, step])
+        return self.collate([self.draw(rng) for _ in range(batch_size)])
+
+    def eval_sequences(self, limit: int | None = None) -> Iterator[np.ndarray]:
+        """Fixed order: sample i with caption i mod (its captions), directions alternating."""
+        n = len(self.split) if limit is None else min(limit, len(self.split))
+        for i in range(n):
+            yield self.sequence(i, i % self.split.n_captions(i), captioning=bool(i % 2))
+
+    def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[Batch]:
+        rows = list(self.eval_sequences(limit))
+        for start in range(0, len(rows), batch_size):
+            yield self.collate(rows[start:start + batch_size])
+
+
+def next_token_loss_sums(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss over every target token, per-modality loss sums [n_modalities]) without a host sync."""
+    flat_targets = batch.targets.reshape(-1)
+    token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat_targets,
+                                 ignore_index=IGNORE, reduction="none")
+    sums = torch.zeros(len(MODALITIES), device=logits.device).index_add(
+        0, batch.target_modality.reshape(-1), token_loss)
+    return sums.sum() / max(1, sum(batch.target_counts)), sums
+
+
+@torch.no_grad()
+def greedy_captions(model, vocab: Vocabulary, image_codes: np.ndarray, max_tokens: int,
+                    batch_size: int, device, use_cache: bool = True) -> list[list[int]]:
+    """Caption each image: `<bos> <boi> image <eoi>` then argmax text tokens until `<eos>`."""
+    model.eval()
+    captions: list[list[int]] = []
+    for start in range(0, len(image_codes), batch_size):
+        codes = torch.as_tensor(image_codes[start:start + batch_size], dtype=torch.long) + vocab.image_offset
+        n = codes.shape[0]
+        prefix = torch.cat([torch.tensor([[vocab.bos, vocab.boi]]).expand(n, 2), codes,
+                            torch.full((n, 1), vocab.eoi)], dim=1)
+        captions += greedy_text(TokenStream(model, vocab, prefix, max_tokens, device, use_cache), vocab, max_tokens)
+    return captions
+
+
+@torch.no_grad()
+def sample_images(model, vocab: Vocabulary, prompts: list[list[int]], image_tokens: int,
+                  temperature: float, top_k: int | None, cfg_scale: float, seed: int, batch_size: int,
+                  device, use_cache: bool = True) -> torch.Tensor:
+    """Image codes [N, image_tokens] for caption token lists: `<bos> caption <boi>` then sampling over
+    the image codes only; the unconditional branch is `<bos> <boi>` (captions dropped in training)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.zeros(len(prompts), image_tokens, dtype=torch.long)
+    for chunk in batches_by_length(prompts, batch_size):
+        cond = torch.tensor([[vocab.bos, *prompts[i], vocab.boi] for i in chunk])
+        streams = [TokenStream(model, vocab, cond, image_tokens, device, use_cache)]
+        if cfg_scale != 1.0:
+            uncond = torch.tensor([[vocab.bos, vocab.boi]]).expand(len(chunk), 2)
+            streams.append(TokenStream(model, vocab, uncond, image_tokens, device, use_cache))
+        for position in range(image_tokens):
+            image_logits = [s.logits()[:, vocab.image_offset:vocab.image_offset + vocab.image_codes] for s in streams]
+            logits = guided_logits(image_logits[0], image_logits[1] if len(streams) > 1 else None, cfg_scale)
+            code = sample_next(logits, temperature, top_k, generator).cpu()
+            codes[chunk, position] = code
+            for s in streams:
+                s.push(code + vocab.image_offset)
+    return codes
+
+
+class ChameleonObjective(Objective):
+    name = "chameleon"
+
+    def __init__(self, config: dict, setting: str):
+        super().__init__(config, setting)
+        self._splits: dict[str, TokenizedSplit] = {}
+        self._vq = None
+
+    def load_vocabulary(self) -> Vocabulary:
+        return load_vocabulary(self.paths.tokenizers)
+
+    def expected_vocab_size(self) -> int:
+        tok = self.config["tokenizers"]
+        return tok["text"]["vocab_size"] + tok["image_vq"]["codebook_size"]
+
+    def split(self, name: str) -> TokenizedSplit:
+        if name not in self._splits:
+            self._splits[name] = TokenizedSplit.load(self.paths.tokens / f"{name}.npz")
+        return self._splits[name]
+
+    def sequences(self, split: str, model) -> ChameleonSequences:
+        seq, plan = self.sequences_cfg, model.cfg.plan
+        return ChameleonSequences(self.split(split), self.vocab, self.seq_len, seq["captioning_fraction"],
+                                  plan.group_of_modality, plan.n_groups,
+                                  seq["caption_dropout"] if split == "train" else 0.0)
+
+    def loss(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return next_token_loss_sums(model(batch.tokens, batch.groups, attn_mask=batch.attn_mask), batch)
+
+    @property
+    def vq(self):
+        if self._vq is None:
+            from mot.tokenizers.image_vq import VQVAE
+            from mot.tokenizers.stage import IMAGE_TOKENIZER
+            self._vq = VQVAE.load(self.paths.tokenizers / IMAGE_TOKENIZER)
+        return self._vq
+
+    def eval_samples(self, split: str) -> int:
+        return len(self.split(split))
+
+    def captions(self, model, split: str, n: int, max_tokens: int, batch_size: int, device) -> list[list[int]]:
+        return greedy_captions(model, self.vocab, self.split(split).image_codes[:n], max_tokens, batch_size, device)
+
+    def images(self, model, prompts: list[list[int]], batch_size: int, device) -> np.ndarray:
+        icfg = self.config["eval"]["images"]
+        codes = sample_images(model, self.vocab, prompts, self.split(self.config["eval"]["split"]).image_codes.shape[1],
+                              icfg["temperature"], icfg["top_k"], icfg["cfg_scale"], icfg["seed"], batch_size, device)
+        return self.vq.decode(codes).numpy()
+
+    def random_images(self, n: int, seed: int) -> np.ndarray:
+        """Images decoded from uniformly random VQ codes."""
+        image_tokens = self.split(self.config["eval"]["split"]).image_codes.shape[1]
+        codes = np.random.default_rng(seed).integers(0, self.vq.cfg.codebook_size, size=(n, image_tokens))
+        return self.vq.decode(torch.as_tensor(codes)).numpy()

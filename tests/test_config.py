@@ -32,6 +32,7 @@ def test_defaults_are_filled_and_run_overrides_only_what_they_name(tmp_path):
     assert (mot.model["d_model"], mot.model["n_layers"]) == (48, 3)
     assert (dense.model["d_model"], dense.model["n_layers"]) == (48, 2)
     assert loaded["train"]["grad_clip"] == 1.0  # schema default
+    assert loaded["train"]["eval_samples"] is None  # the in-training curve on the whole val split unless set
 
 
 def test_seeds_most_specific_wins_and_names_follow_each_runs_seed_count(tmp_path):
@@ -120,8 +121,10 @@ def test_dry_run_plans_every_stage_in_order(smoke_config):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit() and not parts[0].endswith(":"):
             counts[parts[0]] = int(parts[1])
+    # 3 settings: chameleon (3 runs), transfusion (2) and chameleon_speech (3), each with its report
     assert counts == {"init_tracking": 1, "data": 1, "fit_tokenizers": 1, "tokenize": 1, "fit_clip": 1,
-                      "fid_reference": 1, "train": 3, "evaluate": 3, "report": 1, "all": 1, "total": 14}
+                      "fid_reference": 1, "speech_data": 1, "fit_speech_units": 1, "fit_image_vae": 1,
+                      "train": 8, "evaluate": 8, "report": 3, "all": 1, "total": 29}
     graph = snakemake("--rulegraph", "--configfile", str(smoke_config)).stdout
     labels = {line.split("[")[0].strip(): line.split('label = "')[1].split('"')[0]
               for line in graph.splitlines() if "label = " in line}
@@ -129,7 +132,10 @@ def test_dry_run_plans_every_stage_in_order(smoke_config):
              for line in graph.splitlines() if "->" in line for a, b in [line.split("->")]}
     for upstream, downstream in [("data", "fit_tokenizers"), ("fit_tokenizers", "tokenize"), ("tokenize", "train"),
                                  ("train", "evaluate"), ("evaluate", "report"), ("init_tracking", "data"),
-                                 ("data", "fit_clip"), ("fit_clip", "fid_reference"), ("fid_reference", "evaluate")]:
+                                 ("data", "fit_clip"), ("fit_clip", "fid_reference"), ("fid_reference", "evaluate"),
+                                 ("data", "speech_data"), ("speech_data", "fit_speech_units"),
+                                 ("fit_tokenizers", "fit_speech_units"), ("fit_speech_units", "train"),
+                                 ("data", "fit_image_vae"), ("fit_image_vae", "train")]:
         assert (upstream, downstream) in edges
 
 
@@ -168,6 +174,14 @@ BAD_CONFIGS = {
     "bad run name": (lambda c: c["settings"]["chameleon"]["runs"].update({"My Run": {}}), r"settings\.chameleon\.runs"),
     "unknown feature extractor": (lambda c: c["eval"].update(fid_extractor="dinov2"),
                                   r"eval\.fid_extractor: expected one of \['tiny_clip', 'inception'\], got 'dinov2'"),
+    "setting with the wrong modalities": (lambda c: c["settings"]["transfusion"].update(modalities=["text", "image", "speech"]),
+                                          r"settings\.transfusion\.modalities: expected \['text', 'image'\] for the transfusion setting"),
+    "speech sequences without speech": (lambda c: c["settings"]["chameleon"].update(sequences={"mixture": {"speech_only": 0.5}}),
+                                        r"settings\.chameleon\.sequences\.mixture\.speech_only: a speech sequence kind needs"),
+    "empty mixture": (lambda c: c["sequences"].update(mixture={"image_text": 0}),
+                      r"settings\.chameleon\.sequences\.mixture: at least one sequence kind"),
+    "unknown sequence kind": (lambda c: c["settings"]["chameleon_speech"].update(sequences={"mixture": {"video": 1}}),
+                              r"settings\.chameleon_speech\.sequences\.mixture\.video: unknown key"),
     "unknown routing": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"moe": {"routing": "top2"}}),
                         r"settings\.chameleon\.runs\.moe4x\.moe\.routing: expected one of \['top1', 'expert_choice'\]"),
 }

@@ -180,8 +180,16 @@ def _semantic_problems(config: dict):
                         f"run {run_name!r} with seed {seed} is named {name!r}, like a seed of run {names[name]!r}; "
                         "rename one of them")
                 names[name] = run_name
-        if setting == "chameleon" and sorted(modalities) != ["image", "text"]:
-            yield ["settings", setting, "modalities"], "expected [text, image] for the chameleon setting"
+        expected = SETTING_MODALITIES[setting]
+        if sorted(modalities) != sorted(expected):
+            yield ["settings", setting, "modalities"], f"expected {list(expected)} for the {setting} setting"
+        mixture = deep_merge(config["sequences"], setting_cfg.get("sequences") or {})["mixture"]
+        at_mixture = ["settings", setting, "sequences", "mixture"]
+        if not any(mixture.values()):
+            yield at_mixture, "at least one sequence kind needs a weight > 0"
+        speech_kinds = [k for k in ("speech_to_text", "text_to_speech", "speech_only") if mixture[k] > 0]
+        if speech_kinds and "speech" not in modalities:
+            yield at_mixture + [speech_kinds[0]], "a speech sequence kind needs the speech modality (chameleon_speech)"
     data = config["data"]
     if data["source"] == "coco":
         if "coco" not in data:
@@ -263,6 +271,8 @@ class RunSpec:
                             **setting_inputs(config, self.setting)})
 
 
+SETTING_MODALITIES = {"chameleon": ("text", "image"), "chameleon_speech": ("text", "image", "speech"),
+                      "transfusion": ("text", "image")}
 # The tokenizers (and extra sections) each setting's training data depends on.
 SETTING_TOKENIZERS = {"chameleon": ("text", "image_vq"), "chameleon_speech": ("text", "image_vq", "speech"),
                       "transfusion": ("text", "image_vq", "image_vae")}

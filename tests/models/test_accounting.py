@@ -11,6 +11,7 @@ import yaml
 from mot.config import load_config, run_specs
 from mot.models.accounting import accounting_table, expected_vocab_size, paper_formulas
 from mot.models.factory import build_model, model_config
+from mot.settings import objective_for
 from tests.conftest import REPO
 
 ALL_RUNS = {
@@ -37,22 +38,24 @@ def config(tmp_path_factory):
     base = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     base["model"].update({"norm": "layernorm", "qk_norm": True})
     base["settings"] = {"chameleon": {"modalities": ["text", "image"], "runs": ALL_RUNS},
-                        "chameleon_speech": {"modalities": ["text", "image", "speech"], "runs": SPEECH_RUNS}}
+                        "chameleon_speech": {"modalities": ["text", "image", "speech"], "runs": SPEECH_RUNS},
+                        "transfusion": {"modalities": ["text", "image"], "runs": ALL_RUNS, "sequences": {"seq_len": 48}}}
     path = tmp_path_factory.mktemp("cfg") / "all.yaml"
     path.write_text(yaml.safe_dump(base))
     return load_config([path])
 
 
 def test_params_equal_the_counted_parameters_of_every_built_model(config):
-    vocab, seq_len = expected_vocab_size(config), config["sequences"]["seq_len"]
     rows = {(r["setting"], r["run"]): r for r in accounting_table(config)}
     for run in run_specs(config):
-        model = build_model(run, vocab, seq_len)
+        objective = objective_for(config, run.setting)  # its vocabulary, sequence length and adapters
+        model = objective.build_model(run, objective.expected_vocab_size())
         row = rows[(run.setting, run.name)]
         assert row["params_total"] == sum(p.numel() for p in model.parameters()), run.name
         by_component = {}
         for name, p in model.named_parameters():
             component = ("embedding" if name.startswith("embed") else "head" if name.startswith("head")
+                         else "adapters" if name.startswith("image.")
                          else "norm" if "attn_norm" in name or "ffn_norm" in name or "final_norm" in name
                          else "attn" if any(k in name for k in ("qkv", ".out.", "q_norm", "k_norm")) else "ffn")
             by_component[component] = by_component.get(component, 0) + p.numel()

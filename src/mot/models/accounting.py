@@ -126,7 +126,8 @@ def run_accounting(run, vocab_size: int, seq_len: int, image_patch_dim: int = 0)
         "params_by_component": params["components"],
         "active_matmul_params_per_token": per_modality,
         "flops_per_token": {m: flops_per_token(cfg, seq_len, m) for m in cfg.plan.modalities},
-        "paper_formulas": paper_formulas(cfg, len(cfg.plan.modalities)),
+        # K = parameter sets (a merge of two modalities has one set fewer than modalities)
+        "paper_formulas": paper_formulas(cfg, len(cfg.plan.groups)),
     }
 
 
@@ -161,7 +162,7 @@ def _formula_for(row: dict) -> tuple[str, int | None, int | None]:
 
 def format_table(rows: list[dict]) -> str:
     dense = {r["setting"]: r["params_total"] for r in rows if r["run"] == "dense"}
-    header = (f"{'setting/run':30} {'total':>10} {'non-emb':>10} {'attn':>9} {'ffn':>9} {'norm':>6} "
+    header = (f"{'setting/run':36} {'total':>10} {'non-emb':>10} {'attn':>9} {'ffn':>9} {'norm':>6} "
               f"{'FLOPs/tok (train)':>17} {'Δ dense':>10} {'paper formula':>28} {'D^2 form':>9} {'real widths':>11}")
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -169,7 +170,7 @@ def format_table(rows: list[dict]) -> str:
         flops = max(v["train"] for v in row["flops_per_token"].values())
         name, paper, real = _formula_for(row)
         delta = row["params_total"] - dense[row["setting"]] if row["setting"] in dense else None
-        lines.append(f"{row['setting'] + '/' + row['run']:30} {row['params_total']:>10,} {row['params_non_embedding']:>10,} "
+        lines.append(f"{row['setting'] + '/' + row['run']:36} {row['params_total']:>10,} {row['params_non_embedding']:>10,} "
                      f"{comp['attn']:>9,} {comp['ffn']:>9,} {comp['norm']:>6,} {flops:>17,} "
                      f"{'' if delta is None else format(delta, ','):>10} {name:>28} "
                      f"{'' if paper is None else format(paper, ','):>9} {'' if real is None else format(real, ','):>11}")

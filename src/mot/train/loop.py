@@ -110,8 +110,9 @@ class Trainer:
         log.info("%s/%s: resumed from %s", self.run.setting, self.run.name, checkpoint_path.name)
 
     def evaluate_and_log(self, step: int) -> None:
-        losses = self.objective.validation_loss(self.model, self.val_data.eval_batches(self.config["eval"]["batch_size"]),
-                                 self.device, self.run.modalities, self.autocast)
+        # the curve may use a fixed val subset (train.eval_samples): a fine grid of steps at a small cost
+        batches = self.val_data.eval_batches(self.config["eval"]["batch_size"], self.tcfg["eval_samples"])
+        losses = self.objective.validation_loss(self.model, batches, self.device, self.run.modalities, self.autocast)
         self.logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
                                  "val/cum_flops": self.tokens_seen * self.flops_token,
                                  "val/wall_clock_s": self.wall_clock}, step)

@@ -82,7 +82,7 @@ class ChameleonSpeechSequences(ChameleonSequences):
         return self.speech_sequence(int(rng.integers(0, len(self.speech.keys))), kind)
 
     def eval_sequences(self, limit: int | None = None) -> Iterator[np.ndarray]:
-        """The Chameleon validation sequences, then every sample once per speech kind (fixed order)."""
+        """The Chameleon validation sequences, then every speech sample once, the speech kinds in turn (fixed order)."""
         yield from super().eval_sequences(limit)
         n = len(self.speech.keys) if limit is None else min(limit, len(self.speech.keys))
         for i in range(n):

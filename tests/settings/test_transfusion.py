@@ -189,3 +189,20 @@ def test_a_tiny_transfusion_model_overfits_one_batch(prediction):
         optimizer.step()
     text1, image1 = (float(x) for x in losses())
     assert text1 < text0 / 10 and image1 < image0 / 10, (text0, text1, image0, image1)
+
+
+def test_flex_attention_block_mask_equals_the_dense_mask_forward():
+    """The GPU path (flex attention with a BlockMask) against the CPU path (SDPA with the dense mask);
+    flex attention has no backward on CPU, so this checks the forward only."""
+    from mot.models.attention import block_mask_from_dense
+
+    model = tiny_model(dtype=torch.float32)
+    seqs = sequences(model)
+    batch = seqs.train_batch(0, 3, seed=2)
+    image = batch.image
+    embeds = model.image.embed(image.clean, image.timesteps)
+    with torch.no_grad():
+        dense = model.hidden(batch.tokens, batch.groups, attn_mask=batch.attn_mask, image_embeds=(image.index, embeds))
+        flex = model.hidden(batch.tokens, batch.groups, attn_mask=block_mask_from_dense(batch.attn_mask),
+                            image_embeds=(image.index, embeds))
+    assert torch.allclose(dense, flex, atol=1e-5)

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mot.models.attention import attend
 from mot.models.layers import GroupedFFN, GroupedLinear, GroupedNorm, per_set
 from mot.grouping import TokenGroups
 from mot.models.plan import ParameterPlan
@@ -103,7 +103,7 @@ class Block(nn.Module):
             k, v = cache.append(layer, k, v)
             if not prefill and attn_mask is None:
                 is_causal = False  # one new token attends to every cached position
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and seq > 1)
+        y = attend(q, k, v, attn_mask, is_causal=is_causal and seq > 1)
         y = y.transpose(1, 2).reshape(batch * seq, cfg.d_model)
         y = groups.to_sorted(y)
         return self.out(y, groups)

@@ -21,6 +21,7 @@ import torch
 
 from mot.data.sequences import IGNORE, Batch, ImagePatches, TokenizedSplit, target_counts
 from mot.grouping import group_tokens
+from mot.models.attention import block_mask_from_dense
 from mot.models.diffusion import (DiffusionSchedule, cfg_combine, ddim_sample, patchify, squared_error_per_token,
                                   unpatchify, validation_grid)
 from mot.settings.base import Objective
@@ -145,7 +146,9 @@ def predict_patches(model, batch: Batch, schedule: DiffusionSchedule) -> tuple[t
     noisy = schedule.add_noise(image.clean, image.noise, t)
     inputs = torch.where(image.noised[:, None], noisy, image.clean)
     embeds = model.image.embed(inputs, t)
-    hidden = model.hidden(batch.tokens, batch.groups, attn_mask=batch.attn_mask, image_embeds=(image.index, embeds))
+    # on a GPU the image-block mask runs as a flex-attention block mask (a dense mask loses the fused kernels)
+    mask = block_mask_from_dense(batch.attn_mask) if batch.attn_mask.is_cuda else batch.attn_mask
+    hidden = model.hidden(batch.tokens, batch.groups, attn_mask=mask, image_embeds=(image.index, embeds))
     logits = model.head(hidden).view(*batch.tokens.shape, -1)
     return logits, model.image.patch_out(hidden[image.index]), schedule.target(image.clean, image.noise, t)
 

@@ -32,13 +32,15 @@ VAE_JSON = "image_vae.json"  # our side file beside diffusers' config.json and w
 @dataclass
 class VAEConfig:
     latent_channels: int = 4
-    block_out_channels: tuple[int, ...] = (16, 32, 32)  # one block per resolution: 3 blocks = /4
+    block_out_channels: tuple[int, ...] = (8, 16, 32)  # one block per resolution: 3 blocks = /4
     layers_per_block: int = 1
     norm_num_groups: int = 8  # must divide every block width
-    mid_attention: bool = False  # diffusers' mid-block self-attention; off: little gain at 8x8, costs time
+    mid_attention: bool = False  # diffusers' mid-block self-attention (on in SD's VAE); off keeps it small
     kl_weight: float = 1e-3  # on the KL per latent element, against the per-pixel MSE in [-1, 1]
-    steps: int = 300
-    batch_size: int = 64
+    # many small steps beat few large ones at equal images seen: 1200 x 16 reconstructs far
+    # better than 300 x 64 (MSE 0.0025 vs 0.0067 on the synthetic scenes) for ~50 s vs ~35 s on 1 thread
+    steps: int = 1200
+    batch_size: int = 16
     lr: float = 2e-3
     seed: int = 0
 
@@ -103,6 +105,10 @@ class ImageVAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.autoencoder.parameters()).device
 
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        weight = next(self.autoencoder.parameters())  # a pretrained VAE may run in half precision on a GPU
+        return x.to(weight.device, weight.dtype)
+
     def latent_shape(self, image_size: int) -> tuple[int, int, int]:
         """(C, h, w) of the latents of a square image_size x image_size image."""
         if image_size % self.downsample:
@@ -127,17 +133,16 @@ class ImageVAE(nn.Module):
         """uint8 images [N,H,W,3] -> float32 latents [N,C,h,w] = (posterior mean - shift) * scale."""
         x = images_to_float(images)
         with _eval_mode(self):
-            chunks = [self.posterior(chunk.to(self.device)).mean.float().cpu() for chunk in x.split(ENCODE_CHUNK)]
+            chunks = [self.posterior(self._to_model(chunk)).mean.float().cpu() for chunk in x.split(ENCODE_CHUNK)]
         return (torch.cat(chunks) - self.shift_factor) * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [N,C,h,w] as `encode` returns them -> uint8 images [N,H,W,3]."""
+        raw = latents.float() / self.scaling_factor + self.shift_factor
         with _eval_mode(self):
-            chunks = [
-                float_to_images(self.decode_raw(chunk.to(self.device) / self.scaling_factor + self.shift_factor).cpu())
-                for chunk in latents.float().split(ENCODE_CHUNK)
-            ]
+            chunks = [float_to_images(self.decode_raw(self._to_model(chunk)).float().cpu())
+                      for chunk in raw.split(ENCODE_CHUNK)]
         return torch.cat(chunks)
 
     def save(self, directory: str | Path) -> None:
@@ -162,8 +167,9 @@ class ImageVAE(nn.Module):
         cfg = None
         if side_file.is_file():
             side = json.loads(side_file.read_text())
-            if side.get("config"):
-                cfg = VAEConfig(**{f.name: side["config"][f.name] for f in fields(VAEConfig) if f.name in side["config"]})
+            saved = side.get("config") or {}
+            if saved:
+                cfg = VAEConfig(**{f.name: saved[f.name] for f in fields(VAEConfig) if f.name in saved})
             # our json is the record of the fitted latent stats; it wins over a hand-edited config.json
             autoencoder.register_to_config(scaling_factor=side["scaling_factor"], shift_factor=side["shift_factor"])
         return cls(autoencoder, cfg).eval()
@@ -187,8 +193,8 @@ def evaluate_vae(vae: ImageVAE, images: np.ndarray | torch.Tensor) -> dict[str, 
     with _eval_mode(vae):
         for chunk in x.split(ENCODE_CHUNK):
             chunk = chunk.to(vae.device)
-            posterior = vae.posterior(chunk)
-            recon = vae.decode_raw(posterior.mean).clamp(-1, 1)
+            posterior = vae.posterior(vae._to_model(chunk))
+            recon = vae.decode_raw(posterior.mean).float().clamp(-1, 1)
             squared_error += float(F.mse_loss(recon, chunk, reduction="sum"))
             kl += float(kl_per_element(posterior)) * len(chunk)
             n += len(chunk)

@@ -130,9 +130,11 @@ def _describe(error: jsonschema.ValidationError) -> tuple[list, str]:
     return path, error.message
 
 
-def validate(config: dict, files: list[Path]) -> dict:
-    """Validate a merged config (filling defaults in place); raise ConfigError on the first problem."""
-    sources = [(Path(f), read_yaml(Path(f))) for f in files] or [(Path("<config>"), config)]
+def validate(config: dict, files: list[Path], check_paths: bool = True) -> dict:
+    """Validate a merged config (filling defaults in place); raise ConfigError on the first problem.
+    check_paths=False accepts data and pretrained paths that do not exist (yet): planning a study on a machine
+    without its data (`snakemake -n`, `mot params`); `missing_paths` then names them."""
+    sources = _sources(config, files)
     validator = _filling_validator()(_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
@@ -140,7 +142,39 @@ def validate(config: dict, files: list[Path]) -> dict:
         raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
     for path, what in _semantic_problems(config):
         raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
+    if check_paths:
+        for line in missing_paths(config, files):
+            raise ConfigError(line)
     return config
+
+
+def _sources(config: dict, files: list[Path]) -> list[tuple[Path, dict]]:
+    return [(Path(f), read_yaml(Path(f))) for f in files] or [(Path("<config>"), config)]
+
+
+def missing_paths(config: dict, files: list[Path]) -> list[str]:
+    """`file: key.path: path '...' does not exist` for every data, pretrained-tokenizer or feature-extractor path
+    of a validated config that is not on this machine."""
+    sources = _sources(config, files)
+    return [f"{_file_defining(path, sources)}: {_key_path(path)}: path {value!r} does not exist"
+            for path, value in _data_paths(config) if not Path(value).exists()]
+
+
+def _data_paths(config: dict):
+    """(key path, value) of every file or folder the study reads from outside results/."""
+    data = config["data"]
+    if data["source"] == "coco" and "coco" in data:
+        for key, value in data["coco"].items():
+            if key.endswith(("_json", "_images")) and value is not None:
+                yield ["data", "coco", key], value
+    if "chameleon_speech" in config["settings"] and data["speech"]["source"] == "librispeech":
+        for split, value in (data["speech"].get("librispeech") or {}).items():
+            if value is not None:
+                yield ["data", "speech", "librispeech", split], value
+    if "transfusion" in config["settings"] and config["tokenizers"]["image_vae"]["pretrained"]:
+        yield ["tokenizers", "image_vae", "pretrained"], config["tokenizers"]["image_vae"]["pretrained"]
+    if config["eval"]["fid_extractor"] == "inception" and config["eval"]["inception_weights"]:
+        yield ["eval", "inception_weights"], config["eval"]["inception_weights"]
 
 
 def _semantic_problems(config: dict):
@@ -170,6 +204,7 @@ def _semantic_problems(config: dict):
             elif moe_modalities and "ffn" not in run_cfg.get("untie", []) and set(moe_modalities) != set(modalities):
                 yield at + ["moe", "modalities"], ("a shared FFN is an MoE for every modality: list all of "
                                                    f"{modalities} or add ffn to untie")
+            yield from _parallel_problems(config, setting, run_name)
         names = {}
         for run_name in setting_cfg["runs"]:
             seeds = run_seeds(config, setting, run_name)
@@ -191,18 +226,37 @@ def _semantic_problems(config: dict):
         if speech_kinds and "speech" not in modalities:
             yield at_mixture + [speech_kinds[0]], "a speech sequence kind needs the speech modality (chameleon_speech)"
     data = config["data"]
-    if data["source"] == "coco":
-        if "coco" not in data:
-            yield ["data", "coco"], "required when data.source is coco"
-            return
-        for key, value in data["coco"].items():
-            if key.endswith(("_json", "_images")) and value is not None and not Path(value).exists():
-                yield ["data", "coco", key], f"path {value!r} does not exist"
+    if data["source"] == "coco" and "coco" not in data:
+        yield ["data", "coco"], "required when data.source is coco"
+        return
     if data["synthetic"]["min_shapes"] > data["synthetic"]["max_shapes"]:
         yield ["data", "synthetic", "min_shapes"], "must be <= data.synthetic.max_shapes"
 
 
-def load_config(files: Iterable[str | Path]) -> dict:
+def _parallel_problems(config: dict, setting: str, run: str):
+    """The training processes (nodes x gpus_per_node) need a parallel mode and must split the global batch evenly."""
+    train = resolve_section(config, setting, run, "train")
+    processes = train["nodes"] * train["gpus_per_node"]
+
+    def at(key):  # the most specific level that sets the key (run, setting, study)
+        setting_cfg = config["settings"][setting]
+        for path, section in ((["settings", setting, "runs", run, "train"], setting_cfg["runs"][run].get("train")),
+                              (["settings", setting, "train"], setting_cfg.get("train"))):
+            if section and key in section:
+                return path + [key]
+        return ["train", key]
+
+    if processes > 1 and train["parallel"] == "none":
+        yield at("parallel"), (f"{processes} processes (train.nodes x train.gpus_per_node) need parallel ddp or fsdp, "
+                               "got none")
+    parts = processes * train["grad_accum"]
+    if train["batch_size"] % parts:
+        yield at("batch_size"), (f"the global batch {train['batch_size']} must split evenly into {parts} micro-batches "
+                                 f"(nodes x gpus_per_node x grad_accum = {train['nodes']} x {train['gpus_per_node']} x "
+                                 f"{train['grad_accum']})")
+
+
+def load_config(files: Iterable[str | Path], check_paths: bool = True) -> dict:
     """Read, merge (in order) and validate config files, as `snakemake --configfile A B` would."""
     files = [Path(f) for f in files]
     if not files:
@@ -210,7 +264,7 @@ def load_config(files: Iterable[str | Path]) -> dict:
     merged: dict = {}
     for file in files:
         merged = deep_merge(merged, read_yaml(file))
-    return validate(merged, files)
+    return validate(merged, files, check_paths)
 
 
 def resolve_section(config: dict, setting: str, run: str, section: str) -> dict:

@@ -1,14 +1,22 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
-from mot.config import ConfigError, find_run, fingerprint, image_data, run_specs, validate
+from snakemake.logging import logger
+
+from mot.config import ConfigError, find_run, fingerprint, image_data, missing_paths, run_specs, validate
 
 if workflow.config_settings.config:
     raise WorkflowError("--config overrides are not passed on to the `mot` stages: put them in a YAML file and add it with --configfile")
 
 CONFIG_FILES = [str(f) for f in (workflow.overwrite_configfiles or ["configs/pipeline.yaml"])]
+# A dry run plans a study whose data is not on this machine (a paper-scale config on a laptop); a real run
+# stops before any job when a data or pretrained path is missing.
+DRY_RUN = workflow.output_settings.dryrun
 try:
-    validate(config, CONFIG_FILES)
+    validate(config, CONFIG_FILES, check_paths=not DRY_RUN)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
+if DRY_RUN:
+    for line in missing_paths(config, CONFIG_FILES):
+        logger.warning(f"config warning: {line} (planned anyway: this is a dry run)")
 
 ROOT = f"{config['results_dir']}/{config['study']}"
 CFG = " ".join(CONFIG_FILES)
@@ -54,3 +62,37 @@ SETTING_TOKENS = {
 
 def setting_tokens(wildcards):
     return SETTING_TOKENS[wildcards.setting]
+
+
+def train_launch(wildcards) -> str:
+    """How a training job starts `mot`: one plain process; on one node with train.gpus_per_node > 1, torchrun with
+    one process per GPU; on train.nodes > 1 (SLURM), `srun` starts one torchrun per node and they rendezvous (c10d)
+    on the job's first node, at a port derived from the job id. (`--` ends torchrun's own options: it would
+    take mot's --run for an abbreviation of its --run-path.)"""
+    train = find_run(config, wildcards.setting, wildcards.run).train
+    nodes, per_node = train["nodes"], train["gpus_per_node"]
+    if nodes == 1 and per_node == 1:
+        return "mot"
+    if nodes == 1:
+        return f"torchrun --standalone --nproc-per-node={per_node} -m mot --"
+    gres = f" --gres=gpu:{per_node}" if train["device"] == "cuda" else ""
+    return (f"srun --nodes={nodes} --ntasks-per-node=1 --cpus-per-task={train['threads'] * per_node}{gres} "
+            f"torchrun --nnodes={nodes} --nproc-per-node={per_node} --rdzv-backend=c10d "
+            "--rdzv-endpoint=$(hostname):$((29500 + SLURM_JOB_ID % 10000)) --rdzv-id=$SLURM_JOB_ID -m mot --")
+
+
+def train_job(wildcards) -> dict:
+    """A run's training job as a scheduler sees it. One node: the job's GPUs (`gpu`) and one task that runs
+    torchrun. Several nodes: GPUs per node (`gres`), one task per node, and an `mpi` job, which the slurm
+    plugin runs as it is (the command brings its own srun). tasks_per_gpu=0 keeps the plugin from deriving
+    --ntasks-per-gpu from `tasks`."""
+    train = find_run(config, wildcards.setting, wildcards.run).train
+    nodes, per_node = train["nodes"], train["gpus_per_node"]
+    gpus = per_node if train["device"] == "cuda" else 0
+    return {"threads": train["threads"] * per_node, "nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0,
+            "gpu": gpus if nodes == 1 else 0, "gres": f"gpu:{gpus}" if nodes > 1 and gpus else "",
+            "mpi": "srun" if nodes > 1 else ""}
+
+
+def train_resource(key):
+    return lambda wildcards: train_job(wildcards)[key]

@@ -6,12 +6,13 @@ rule train:
         f"{ROOT}/{{setting}}/{{run}}/train/final.pt",
     params:
         fingerprint=run_fingerprint,
+        launch=train_launch,  # mot, or torchrun (one process per GPU), or srun + torchrun on several nodes
     log:
         f"{ROOT}/logs/train/{{setting}}/{{run}}.log",
-    threads: THREADS
+    threads: train_resource("threads")
     resources:
         mem_mb=8000,
         runtime=1440,
-        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        **{key: train_resource(key) for key in ("nodes", "tasks", "tasks_per_gpu", "gpu", "gres", "mpi")},
     shell:
-        "mot train --config {CFG} --setting {wildcards.setting} --run {wildcards.run} > {log} 2>&1"
+        "{params.launch} train --config {CFG} --setting {wildcards.setting} --run {wildcards.run} > {log} 2>&1"

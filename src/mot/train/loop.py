@@ -17,8 +17,10 @@ from mot.paths import StudyPaths
 from mot.runtime import autocast_for, pick_device
 from mot.settings import objective_for
 from mot.tracking import RunLogger, experiment_name
-from mot.train.checkpoint import (discard_training_state, is_complete, latest_checkpoint, load_checkpoint,
-                                  mark_complete, save_checkpoint)
+from mot.train import distributed
+from mot.train.checkpoint import (discard_training_state, full_model_state, is_complete, latest_checkpoint,
+                                  load_checkpoint, load_sharded_checkpoint, mark_complete, rng_state,
+                                  save_checkpoint, save_sharded_checkpoint, set_rng_state)
 from mot.train.optim import build_optimizer, lr_at
 
 log = logging.getLogger("mot.train")
@@ -33,28 +35,50 @@ def run_tags(run: RunSpec) -> dict[str, str]:
             "run": run.base_name, "study": run.study}
 
 
+class _NoLogger:
+    """What ranks other than 0 log to: nothing (only rank 0 talks to MLflow)."""
+
+    def log_metrics(self, metrics, step, flush=True) -> None:
+        pass
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+
 class Trainer:
-    """Owns one run's model, optimizer, data and MLflow run; `fit()` trains (or resumes) to the end."""
+    """Owns one run's model, optimizer, data and MLflow run; `fit()` trains (or resumes) to the end.
+    Under torchrun every rank builds a Trainer; rank 0 alone logs and writes files (distributed.py)."""
 
     def __init__(self, config: dict, run: RunSpec):
         self.config, self.run, self.tcfg = config, run, run.train
         self.paths = StudyPaths.from_config(config)
         torch.set_num_threads(self.tcfg["threads"])
         torch.manual_seed(run.seed)
-        self.device = pick_device(self.tcfg["device"])
+        device = pick_device(self.tcfg["device"])
+        self.world = distributed.init(self.tcfg, device)
+        self.device = self.world.device(device)
+        if not self.world.is_main:
+            logging.getLogger("mot").setLevel(logging.WARNING)
         self.objective = objective_for(config, run.setting)
         self.vocab, self.seq_len = self.objective.vocab, self.objective.seq_len
-        self.model = self.objective.build_model(run).to(self.device)
+        with torch.device(self.device):  # built where it trains: no full host copy per process at scale
+            self.model = self.objective.build_model(run).to(self.device)
         self.train_data = self.objective.sequences("train", self.model)
         self.val_data = self.objective.sequences("val", self.model)
+        aux_weight = run.moe["aux_loss_weight"] if run.moe else 0.0
+        # activation checkpointing, compile, DDP / FSDP2 applied from outside; the optimizer sees the result
+        self.step_model = distributed.parallelize(distributed.TrainingStep(self.model, self.objective, aux_weight),
+                                                  self.tcfg, self.device, self.world)
+        self.sharded = self.tcfg["parallel"] != "none"  # DCP checkpoints, validation through the wrapper
         self.optimizer = build_optimizer(self.model, self.tcfg)
-        self.step_model = torch.compile(self.model) if self.tcfg["compile"] else self.model
         self.autocast = autocast_for(self.device, self.tcfg["precision"])
         self.train_dir = self.paths.train_dir(run.setting, run.name)
-        self._discard_stale_state(run.fingerprint(config))
+        if self.world.is_main:
+            self._discard_stale_state(run.fingerprint(config))
+        distributed.barrier()
         self.flops_token = flops_per_token(self.model.cfg, self.seq_len)["train"]
         params = analytic_parameters(self.model.cfg)
-        self.logger = RunLogger.start_or_resume(
+        self.logger = _NoLogger() if not self.world.is_main else RunLogger.start_or_resume(
             config["results_dir"], experiment_name(run.study, run.setting), run.name,
             self.paths.run_id_file(run.setting, run.name), run_tags(run),
             {**flatten(run.as_dict()), **flatten({k: config[k] for k in ("data", "tokenizers", "sequences")}),
@@ -92,7 +116,8 @@ class Trainer:
             self._loop()
             self._save_final()
             self.logger.finish()
-            mark_complete(self.train_dir, self.step)  # last: a job killed before this resumes instead of starting over
+            if self.world.is_main:
+                mark_complete(self.train_dir, self.step)  # last: a job killed before this resumes, not starts over
         except BaseException as err:
             self.logger.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
             raise
@@ -103,16 +128,26 @@ class Trainer:
         if checkpoint_path is None:
             log.info("%s/%s: training from step 0", self.run.setting, self.run.name)
             return
-        state = load_checkpoint(checkpoint_path, self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if checkpoint_path.suffix == ".dcp":
+            state = load_sharded_checkpoint(checkpoint_path, self.model, self.optimizer, self.world.rank)
+        else:
+            state = load_checkpoint(checkpoint_path, self.device)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if "rng" in state:
+                set_rng_state(state["rng"])
         self.step, self.wall_clock, self.tokens_seen = state["step"], state["wall_clock"], state["tokens_seen"]
         log.info("%s/%s: resumed from %s", self.run.setting, self.run.name, checkpoint_path.name)
 
     def evaluate_and_log(self, step: int) -> None:
         # the curve may use a fixed val subset (train.eval_samples): a fine grid of steps at a small cost
         batches = self.val_data.eval_batches(self.config["eval"]["batch_size"], self.tcfg["eval_samples"])
-        losses = self.objective.validation_loss(self.model, batches, self.device, self.run.modalities, self.autocast)
+        if self.sharded:  # each rank its share of the batches, through the parallel wrapper, reduced across ranks
+            losses = distributed.validation_loss(self.step_model, batches, self.device, self.run.modalities,
+                                                 self.autocast, self.world)
+        else:
+            losses = self.objective.validation_loss(self.model, batches, self.device, self.run.modalities,
+                                                    self.autocast)
         self.logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
                                  "val/cum_flops": self.tokens_seen * self.flops_token,
                                  "val/wall_clock_s": self.wall_clock}, step)
@@ -120,18 +155,26 @@ class Trainer:
                  " ".join(f"val/{m}={v:.4f}" for m, v in losses.items()))
 
     def _train_step(self, step: int):
-        batch = self.train_data.train_batch(step, self.tcfg["batch_size"], self.run.seed).to(self.device)
+        """One optimizer step on the (seed, step) global batch: this rank's micro-batches (train.grad_accum),
+        gradients accumulated here and averaged across ranks by DDP / FSDP2. Returns the host global batch,
+        this rank's share of the step's loss and its loss sums (summed across ranks when logged)."""
+        batch = self.train_data.train_batch(step, self.tcfg["batch_size"], self.run.seed)
+        plan = self.model.cfg.plan
+        parts = distributed.micro_batches(batch, self.world, self.tcfg["grad_accum"], plan.group_of_modality,
+                                          plan.n_groups)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.tcfg)
-        with self.autocast:
-            loss, sums = self.objective.loss(self.step_model, batch)
-        aux = self.model.aux_loss()
-        total = loss + self.run.moe["aux_loss_weight"] * aux if aux is not None else loss
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        step_loss, step_sums = 0.0, 0.0
+        for index, part in enumerate(parts):
+            with distributed.gradient_sync(self.step_model, index == len(parts) - 1):
+                with self.autocast:
+                    total, loss, sums, aux = self.step_model(part.to(self.device))
+                (total / len(parts) if len(parts) > 1 else total).backward()
+            step_loss, step_sums = step_loss + loss.detach(), step_sums + sums.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg["grad_clip"])
         self.optimizer.step()
-        return batch, loss, sums, aux, grad_norm
+        return batch, step_loss / (len(parts) * self.world.size), step_sums, aux, grad_norm
 
     def _loop(self) -> None:
         tcfg, run = self.tcfg, self.run
@@ -139,7 +182,7 @@ class Trainer:
         moe_layers = self.model.moe_layers()
         self.model.train()
         bar = tqdm(range(self.step, tcfg["steps"]), desc=f"train {run.setting}/{run.name}",
-                   initial=self.step, total=tcfg["steps"], mininterval=5.0)
+                   initial=self.step, total=tcfg["steps"], mininterval=5.0, disable=not self.world.is_main)
         for step in bar:
             t0 = time.perf_counter()
             batch, loss, sums, aux, grad_norm = self._train_step(step)
@@ -153,17 +196,18 @@ class Trainer:
             self.tokens_seen += batch.n_tokens
             self.step = done
             if log_now:
-                loss_value = float(loss)
+                loss_value = float(distributed.sum_across_ranks(loss))
+                distributed.sum_across_ranks(interval.sums)
                 if not math.isfinite(loss_value):
                     raise NonFiniteLoss(f"{run.setting}/{run.name}: non-finite loss {loss_value} at step {done}; "
                                         f"the last good checkpoint is kept in {self.train_dir / 'checkpoints'}")
-                metrics = {"train/loss": loss_value, "train/lr": lr_at(step, tcfg), "train/grad_norm": float(grad_norm),
+                metrics = {"train/loss": loss_value, "train/lr": lr_at(step, tcfg), "train/grad_norm": float(distributed.grad_norm_value(grad_norm)),
                            "perf/tokens_per_s": interval.tokens / max(interval.seconds, 1e-9),
                            "perf/flops_per_token": self.flops_token, "perf/cum_flops": self.tokens_seen * self.flops_token,
                            "perf/wall_clock_s": self.wall_clock, **interval.modality_losses(run.modalities)}
                 if self.device.type == "cuda":
                     metrics["perf/mfu"] = (metrics["perf/tokens_per_s"] * self.flops_token
-                                           / (tcfg["peak_tflops"] * 1e12))
+                                           / (tcfg["peak_tflops"] * 1e12 * self.world.size))
                 if moe_layers:
                     metrics["moe/aux_loss"] = float(aux)
                     metrics.update({f"moe/load_expert{e}": x for e, x in enumerate(interval.moe_load())})
@@ -173,18 +217,31 @@ class Trainer:
             if done % tcfg["eval_every"] == 0 or done == tcfg["steps"]:
                 self.evaluate_and_log(done)
             if done in self.snapshot_steps:
-                snapshot = self.paths.snapshot(run.setting, run.name, done)
-                snapshot.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"model": self.model.state_dict(), "step": done}, snapshot)
+                state = full_model_state(self.model)  # gathered from every rank's shards
+                if self.world.is_main:
+                    snapshot = self.paths.snapshot(run.setting, run.name, done)
+                    snapshot.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({"model": state, "step": done}, snapshot)
             if done % tcfg["checkpoint_every"] == 0 or done == tcfg["steps"]:
-                save_checkpoint(self.train_dir / "checkpoints", done, {
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": done,
-                    "wall_clock": self.wall_clock, "tokens_seen": self.tokens_seen})
+                self._save_checkpoint(done)
+
+    def _save_checkpoint(self, step: int) -> None:
+        directory, keep = self.train_dir / "checkpoints", self.tcfg["keep_checkpoints"]
+        train_state = {"step": step, "wall_clock": self.wall_clock, "tokens_seen": self.tokens_seen}
+        if self.sharded:  # torch.distributed.checkpoint: every rank writes its shards
+            save_sharded_checkpoint(directory, step, self.model, self.optimizer, train_state, self.world.rank, keep)
+        else:
+            save_checkpoint(directory, step, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                              "rng": rng_state(), **train_state}, keep)
 
     def _save_final(self) -> None:
+        """final.pt: the consolidated model (gathered from the shards under FSDP2), written by rank 0."""
+        state = full_model_state(self.model)
+        if not self.world.is_main:
+            return
         final = self.paths.final_checkpoint(self.run.setting, self.run.name)
         tmp = final.with_suffix(".tmp")
-        torch.save({"model": self.model.state_dict(), "run": self.run.as_dict(), "vocab": self.vocab.as_dict(),
+        torch.save({"model": state, "run": self.run.as_dict(), "vocab": self.vocab.as_dict(),
                     "seq_len": self.seq_len, "step": self.step}, tmp)
         tmp.replace(final)
 
@@ -219,4 +276,7 @@ class _Interval:
 
 
 def train(config: dict, run: RunSpec) -> None:
-    Trainer(config, run).fit()
+    try:
+        Trainer(config, run).fit()
+    finally:
+        distributed.teardown()

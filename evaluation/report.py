@@ -102,9 +102,10 @@ def _csv_cells(column: str, value, split: bool) -> dict:
     return {column: "not reached" if value is None else value}
 
 
-def write_table(rows: list[dict], path_stem: Path, columns: list[str]) -> str:
-    """Write rows as CSV (numbers; a `_std` column beside each seed summary) and Markdown; return the Markdown."""
-    split = {c: any(isinstance(row.get(c), SeedStat) for row in rows) for c in columns}
+def write_table(rows: list[dict], path_stem: Path, columns: list[str], seed_columns: tuple[str, ...] = ()) -> str:
+    """Write rows as CSV (numbers; a `_std` column beside each seed summary, and beside `seed_columns`
+    even when no row has one) and Markdown; return the Markdown."""
+    split = {c: c in seed_columns or any(isinstance(row.get(c), SeedStat) for row in rows) for c in columns}
     csv_columns = [k for c in columns for k in ([c, f"{c}_std"] if split[c] else [c])]
     with open(path_stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=csv_columns)
@@ -449,10 +450,9 @@ class SettingReport:
             "ablations": write_table(ablations, self.out / "ablations", self.ablation_columns()),
             "accounting": write_table(accounting, self.out / "accounting", list(accounting[0]) if accounting else ["run"]),
         }
-        if merges:
-            md["merges"] = write_table(merges, self.out / "merges", [
-                "modality", "run", "parameter sets", "seeds", "val_loss", "Δ mot", "p vs mot", "differs from mot",
-                "Δ dense", "p vs dense"])
+        md["merges"] = write_table(merges, self.out / "merges", [  # header only without merge-* runs
+            "modality", "run", "parameter sets", "seeds", "val_loss", "Δ mot", "p vs mot", "differs from mot",
+            "Δ dense", "p vs dense"], seed_columns=("val_loss",))
         seeds = ", ".join(f"{base} {len(names)}" for base, names in self.groups.items())
         lines = [f"# {self.config['study']} / {self.setting}", "",
                  f"Seeds per run: {seeds}. `a ± b` = mean ± sample std over seeds; a value without `± b` comes "

@@ -155,7 +155,9 @@ def test_figures_and_mlflow_runs(study):
     for figure in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (out / figure).stat().st_size > 1000, figure
     assert len(re.findall(r"\]\(figures/", text)) >= 2 * 3 + 1  # 2 modalities x 3 axes + ablation bars
-    assert "merges" not in text  # no merge-* runs in this setting
+    # no merge-* runs in this setting: no section, an empty table (the HTML report lists it for every setting)
+    assert "merges" not in text and read_csv(out / "merges.csv") == []
+    assert (out / "merges.csv").read_text().startswith("modality,run,parameter sets,seeds,val_loss,val_loss_std,")
 
     client = MlflowClient(tracking_uri=f"sqlite:///{paths.results_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke/chameleon").experiment_id

@@ -422,6 +422,9 @@ class SettingReport:
             key = f"val/loss_{m}"
             mot, dense = self.final_stat("mot", key), self.final_stat("dense", key)
             test = self.test_against("mot", "dense", key)
+            if mot is None or dense is None:
+                lines.append(f"- {m}: no final {key} in the evaluation of mot or dense")
+                continue
             if test is None:
                 verdict_text = (f"not tested: {min(mot.n, dense.n)} seed(s) on one side, so seed noise is not "
                                 "measured (give dense and mot >= 2 seeds, e.g. `seeds: [0, 1, 2]` on those runs)")

@@ -44,7 +44,10 @@ class SeedStat:
         return float(np.std(self.values, ddof=1)) if self.n >= 2 else None
 
     def __str__(self) -> str:
-        return f"{self.mean:.4f}" if self.std is None else f"{self.mean:.4f} ± {self.std:.4f}"
+        if self.std is None:
+            return f"{self.mean:.4f}"
+        # a measured std too small for 4 decimals keeps its digits: `± 0.0000` would read as "not measured"
+        return f"{self.mean:.4f} ± {self.std:.4f}" if self.std >= 5e-5 else f"{self.mean:.4f} ± {self.std:.1e}"
 
 
 def seed_stat(values: Iterable[float | None]) -> SeedStat | None:

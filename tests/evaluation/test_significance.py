@@ -70,6 +70,8 @@ def test_one_seed_has_no_std_never_zero():
     two = seed_stat([0.5, 0.6, None])  # missing seeds are left out
     assert two.n == 2 and two.std == pytest.approx(math.sqrt(0.005))  # sample std (ddof 1), as Welch uses
     assert str(two) == "0.5500 ± 0.0707"
+    assert str(seed_stat([1.0563, 1.05625])) == "1.0563 ± 3.5e-05"  # measured, just small: never `± 0.0000`
+    assert str(seed_stat([1.0, 1.0])) == "1.0000 ± 0.0e+00"  # seeds that agree exactly
 
 
 def test_standard_error_of_a_difference():

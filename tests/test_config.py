@@ -51,23 +51,22 @@ def test_seeds_most_specific_wins_and_names_follow_each_runs_seed_count(tmp_path
     assert [s.name for s in specs if s.base_name == "dense"] == ["dense"]  # the study's single seed
 
 
-def test_tiny_seeds_is_the_default_chameleon_study_with_three_seeds_where_comparisons_hinge():
+def test_tiny_seeds_is_the_default_study_with_three_seeds_where_comparisons_hinge():
     default = load_config([REPO / "configs" / "pipeline.yaml"])
-    seeded = load_config([REPO / "configs" / "experiments" / "tiny_seeds.yaml"])
-    for section in ("model", "train", "sequences", "eval", "report"):
+    seeded = load_config([REPO / "configs" / "pipeline.yaml", REPO / "configs" / "experiments" / "tiny_seeds.yaml"])
+    assert seeded["study"] == "tiny_seeds"
+    for section in ("data", "tokenizers", "model", "train", "sequences", "diffusion", "eval", "report"):
         assert seeded[section] == default[section], f"tiny_seeds.yaml: {section} differs from pipeline.yaml"
-    assert seeded["data"]["synthetic"] == default["data"]["synthetic"]
-    for tokenizer in ("text", "image_vq"):
-        assert seeded["tokenizers"][tokenizer] == default["tokenizers"][tokenizer]
-    assert list(seeded["settings"]) == ["chameleon"]
-    runs = {name: {k: v for k, v in run.items() if k != "seeds"}
-            for name, run in seeded["settings"]["chameleon"]["runs"].items()}
-    assert runs == default["settings"]["chameleon"]["runs"]
-    seeds = {}
-    for spec in run_specs(seeded):
-        seeds.setdefault(spec.base_name, []).append(spec.seed)
-    hinge = {"dense", "mot", "mot-shared_attn", "mot-shared_ffn", "mot-shared_norm"}
-    assert {name: len(s) for name, s in seeds.items()} == {name: 3 if name in hinge else 1 for name in runs}
+    hinge = {"dense", "mot", "mot-shared_attn", "mot-shared_ffn", "mot-shared_norm",
+             "merge-text_image", "merge-text_speech", "merge-image_speech"}
+    for setting, setting_cfg in default["settings"].items():
+        runs = {name: {k: v for k, v in run.items() if k != "seeds"}
+                for name, run in seeded["settings"][setting]["runs"].items()}
+        assert runs == setting_cfg["runs"], setting
+        seeds = {}
+        for spec in run_specs(seeded, setting):
+            seeds.setdefault(spec.base_name, []).append(spec.seed)
+        assert {name: len(s) for name, s in seeds.items()} == {name: 3 if name in hinge else 1 for name in runs}
 
 
 def test_seeded_run_name_clashing_with_another_run_is_rejected(tmp_path):

@@ -110,9 +110,14 @@ def evaluate(config: dict, run: RunSpec) -> dict:
         curve[step] = ev.at_step(step, final=False)
         logger.log_metrics(curve[step], step)
     ev.load(ev.final_state)
-    metrics = {f"val/loss_{m}": v for m, v in ev.objective.validation_loss(
-        ev.model, ev.objective.sequences("val", ev.model).eval_batches(ev.ecfg["batch_size"]), ev.device,
-        run.modalities, autocast_for(ev.device, run.train["precision"])).items()}
+    autocast = autocast_for(ev.device, run.train["precision"])
+
+    def score(batches, modalities):
+        return ev.objective.validation_loss(ev.model, batches, ev.device, modalities, autocast)
+
+    losses = score(ev.objective.sequences("val", ev.model).eval_batches(ev.ecfg["batch_size"]), run.modalities)
+    losses.update(ev.objective.extra_validation(ev.model, ev.ecfg["batch_size"], score))  # e.g. text_only
+    metrics = {f"val/loss_{name}": v for name, v in losses.items()}
     metrics.update(ev.at_step(ev.final_step, final=True))
     constant = json.loads((paths.tokenizers / FIT_SUMMARY).read_text())["most_frequent_caption"]
     metrics["eval/cider_constant"] = constant_caption_cider(ev.out_dir, constant)

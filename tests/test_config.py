@@ -181,6 +181,16 @@ BAD_CONFIGS = {
                       r"settings\.chameleon\.sequences\.mixture: at least one sequence kind"),
     "unknown sequence kind": (lambda c: c["settings"]["chameleon_speech"].update(sequences={"mixture": {"video": 1}}),
                               r"settings\.chameleon_speech\.sequences\.mixture\.video: unknown key"),
+    "text-only rows in transfusion": (lambda c: c["settings"]["transfusion"].update(sequences={"seq_len": 48, "mixture": {"text_only": 1}}),
+                                      r"settings\.transfusion\.sequences\.mixture\.text_only: text-only sequences are drawn by the chameleon"),
+    "text-only import without a path": (lambda c: (c["data"].update(text_only={"source": "jsonl"}),
+                                                   c["settings"]["chameleon"].update(sequences={"mixture": {"text_only": 1}})),
+                                        r"data\.text_only\.path: required when data\.text_only\.source is jsonl"),
+    "text-only import path missing": (lambda c: (c["data"].update(text_only={"source": "folder", "path": "/nonexistent/corpus"}),
+                                                 c["settings"]["chameleon"].update(sequences={"mixture": {"text_only": 1}})),
+                                      r"data\.text_only\.path: path '/nonexistent/corpus' does not exist"),
+    "unknown text-only source": (lambda c: c["data"].update(text_only={"source": "web"}),
+                                 r"data\.text_only\.source: expected one of \['synthetic', 'folder', 'jsonl'\]"),
     "unknown routing": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"moe": {"routing": "top2"}}),
                         r"settings\.chameleon\.runs\.moe4x\.moe\.routing: expected one of \['top1', 'expert_choice'\]"),
 }
@@ -213,3 +223,60 @@ def test_not_a_mapping_and_missing_file(tmp_path):
         load_config([path])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config([tmp_path / "nope.yaml"])
+
+
+# --- text-only data in the mixture ---------------------------------------------------------------------
+
+def test_text_only_weight_zero_keeps_every_fingerprint_and_a_weight_adds_the_text_data_to_its_setting_only(tmp_path):
+    default = load_config([REPO / "configs" / "smoke.yaml"])
+    fingerprints = {(s.setting, s.name): s.fingerprint(default) for s in run_specs(default)}
+    spelled = base()
+    spelled["sequences"]["mixture"] = {"text_only": 0.0}
+    spelled["data"]["text_only"] = {"n_train": 5}  # unused: no setting draws text-only rows
+    loaded = load_config([write(tmp_path, spelled)])
+    assert {(s.setting, s.name): s.fingerprint(loaded) for s in run_specs(loaded)} == fingerprints
+
+    mixed = base()
+    mixed["settings"]["chameleon"]["sequences"] = {"mixture": {"text_only": 0.5}}
+    loaded = load_config([write(tmp_path, mixed)])
+    changed = {(s.setting, s.name) for s in run_specs(loaded) if s.fingerprint(loaded) != fingerprints[(s.setting, s.name)]}
+    assert changed == {("chameleon", name) for name in ("dense", "mot", "moe4x")}
+    mixed["data"]["text_only"] = {"sentences_per_doc": 6}
+    again = load_config([write(tmp_path, mixed)])
+    assert all(find_run(again, "chameleon", n).fingerprint(again) != find_run(loaded, "chameleon", n).fingerprint(loaded)
+               for n in ("dense", "mot"))
+
+
+def test_text_data_and_its_tokenization_are_planned_only_when_a_mixture_draws_text_only_rows(tmp_path):
+    def planned(config):
+        config["results_dir"] = str(tmp_path / "results")
+        result = snakemake("-n", "--cores", "1", "--configfile", str(write(tmp_path, config)))
+        assert result.returncode == 0, result.stderr
+        return {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
+                if len(line.split()) == 2 and line.split()[1].isdigit() and not line.split()[0].endswith(":")}
+
+    assert "text_data" not in planned(base()) and "tokenize_text" not in planned(base())
+    mixed = base()
+    mixed["settings"]["chameleon"]["sequences"] = {"mixture": {"text_only": 0.5}}
+    counts = planned(mixed)
+    assert (counts["text_data"], counts["tokenize_text"]) == (1, 1)
+
+
+def test_tiny_mixture_is_the_default_chameleon_study_at_three_text_image_ratios_one_study_each():
+    default = load_config([REPO / "configs" / "pipeline.yaml"])
+    experiments = REPO / "configs" / "experiments"
+    studies = [load_config([experiments / "tiny_mixture.yaml", *extra]) for extra in
+               ([], [experiments / "tiny_mixture-1to1.yaml"], [experiments / "tiny_mixture-2to1.yaml"])]
+    assert len({s["study"] for s in studies}) == 3  # one results/{study}/ and one report per ratio
+    for study in studies:
+        for section in ("model", "train", "eval", "report"):
+            assert study[section] == default[section], f"tiny_mixture: {section} differs from pipeline.yaml"
+        assert {k: v for k, v in study["sequences"].items() if k != "mixture"} == {
+            k: v for k, v in default["sequences"].items() if k != "mixture"}
+        assert study["data"]["synthetic"] == default["data"]["synthetic"]
+        assert list(study["settings"]) == ["chameleon"]
+        runs = study["settings"]["chameleon"]["runs"]
+        assert runs == {name: default["settings"]["chameleon"]["runs"][name] for name in ("dense", "mot")}
+        assert sorted(s.name for s in run_specs(study)) == [f"{r}-s{i}" for r in ("dense", "mot") for i in range(3)]
+    weights = [s["settings"]["chameleon"]["sequences"]["mixture"]["text_only"] for s in studies]
+    assert weights[0] == 0 and 0 < weights[1] < weights[2] < 1

@@ -84,6 +84,53 @@ def cmd_speech_data(args) -> int:
     return 0
 
 
+def cmd_text_data(args) -> int:
+    from mot.data.stage import build_text
+    from mot.paths import StudyPaths
+
+    config = load_config(args.config)
+    out_dir = StudyPaths.from_config(config).text_data
+    manifest = build_text(config, out_dir)
+    logger = _data_logger(config, "text_data")
+    for split, entry in manifest["splits"].items():
+        logger.log_metrics({f"text_data/{split}_documents": entry["n_samples"], f"text_data/{split}_bad": entry["n_bad"],
+                            **{f"text_data/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
+    logger.log_artifact(out_dir / "manifest.json", "text")
+    logger.finish()
+    return 0
+
+
+def cmd_mixture(args) -> int:
+    from mot.settings import objective_for
+    from mot.settings.mixture import realised_mixture
+
+    config = load_config(args.config)
+    run = run_specs(config, args.setting)[0]  # what a builder draws does not depend on the run
+    objective = objective_for(config, args.setting)
+    sequences = objective.sequences("train", _PlanOnly(objective, run))
+    if not hasattr(sequences, "draw_with_kind"):
+        print(f"{args.setting}: its sequence builder has no mixture of kinds to measure", file=sys.stderr)
+        return 2
+    realised = realised_mixture(sequences, args.batches, run.train["batch_size"], run.seed)
+    if args.json:
+        print(json.dumps(realised, indent=2))
+        return 0
+    print(f"{args.setting}: {args.batches} training batches of {run.train['batch_size']} (seed {run.seed})")
+    for kind, weight in realised["configured"].items():
+        tokens = ", ".join(f"{m} {n}" for m, n in realised["tokens"][kind].items())
+        print(f"  {kind:15s} weight {weight:.3f}  drawn {realised['kind_fractions'][kind]:.3f}  target tokens: {tokens}")
+    print(f"  text:image target tokens = {realised['text_image_ratio']:.3f} : 1")
+    return 0
+
+
+class _PlanOnly:
+    """A model stand-in for building sequences: the builders read only the model config's parameter plan."""
+
+    def __init__(self, objective, run):
+        from mot.models.factory import model_config
+        self.cfg = model_config(run, objective.vocab.size, objective.seq_len)
+
+
 def _logged_stage(args, run_name: str, stage) -> int:
     """Run a study-level stage `stage(config, logger)` logging into the `{study}/data` experiment."""
     config = load_config(args.config)
@@ -101,6 +148,11 @@ def cmd_fit_tokenizers(args) -> int:
 def cmd_tokenize(args) -> int:
     from mot.tokenizers.stage import tokenize_splits
     return _logged_stage(args, "tokenize", tokenize_splits)
+
+
+def cmd_tokenize_text(args) -> int:
+    from mot.tokenizers.stage import tokenize_text
+    return _logged_stage(args, "tokenize_text", tokenize_text)
 
 
 def cmd_fit_image_vae(args) -> int:
@@ -171,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         "fit-tokenizers": (cmd_fit_tokenizers, _config_arg, "fit the text BPE and the image VQ-VAE on train"),
         "tokenize": (cmd_tokenize, _config_arg, "encode every split into token arrays"),
         "speech-data": (cmd_speech_data, _config_arg, "spoken-caption shards (synthetic or LibriSpeech-style) for chameleon_speech"),
+        "text-data": (cmd_text_data, _config_arg,
+                      "text-only document shards (synthetic, or a .txt folder / JSON-lines import) for mixture.text_only"),
+        "tokenize-text": (cmd_tokenize_text, _config_arg,
+                          "encode the text-only documents with the caption BPE into seq_len rows"),
         "fit-image-vae": (cmd_fit_image_vae, _config_arg,
                           "fit the image VAE (Transfusion) on train and save every split's scaled latents"),
         "fit-speech-units": (cmd_fit_speech_units, _config_arg,
@@ -191,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", metavar="CONFIG")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_params)
+    help_text = ("the sequence kinds and per-modality target tokens that a setting's training mixture realises "
+                 "(text:image token ratio), from its tokenized data")
+    p = sub.add_parser("mixture", help=help_text, description=help_text)
+    _config_arg(p)
+    p.add_argument("--setting", required=True, help="e.g. chameleon")
+    p.add_argument("--batches", type=int, default=200, help="training batches drawn (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_mixture)
     return parser
 
 

@@ -175,10 +175,30 @@ def _data_paths(config: dict):
         yield ["tokenizers", "image_vae", "pretrained"], config["tokenizers"]["image_vae"]["pretrained"]
     if config["eval"]["fid_extractor"] == "inception" and config["eval"]["inception_weights"]:
         yield ["eval", "inception_weights"], config["eval"]["inception_weights"]
+    if _imports_text(config) and data["text_only"]["path"]:
+        yield ["data", "text_only", "path"], data["text_only"]["path"]
+
+
+def _text_only_problems(config: dict):
+    """Text-only rows need a Chameleon setting, and an import needs its path (whose existence _data_paths checks)."""
+    for setting in config["settings"]:
+        if uses_text_only(config, setting) and setting not in TEXT_ONLY_SETTINGS:
+            yield ["settings", setting, "sequences", "mixture", "text_only"], (
+                f"text-only sequences are drawn by the {' and '.join(TEXT_ONLY_SETTINGS)} settings, not {setting}")
+    text_only = config["data"]["text_only"]
+    if _imports_text(config) and not text_only["path"]:
+        yield ["data", "text_only", "path"], f"required when data.text_only.source is {text_only['source']}"
+
+
+def _imports_text(config: dict) -> bool:
+    """Whether the study reads a text-only corpus from outside results/ (an import that some mixture draws)."""
+    return (config["data"]["text_only"]["source"] != "synthetic"
+            and any(uses_text_only(config, s) for s in config["settings"]))
 
 
 def _semantic_problems(config: dict):
     """Cross-field rules the schema cannot express."""
+    yield from _text_only_problems(config)
     for setting, setting_cfg in config["settings"].items():
         modalities = setting_cfg["modalities"]
         for run_name, run_cfg in setting_cfg["runs"].items():
@@ -218,7 +238,7 @@ def _semantic_problems(config: dict):
         expected = SETTING_MODALITIES[setting]
         if sorted(modalities) != sorted(expected):
             yield ["settings", setting, "modalities"], f"expected {list(expected)} for the {setting} setting"
-        mixture = deep_merge(config["sequences"], setting_cfg.get("sequences") or {})["mixture"]
+        mixture = setting_sequences(config, setting)["mixture"]
         at_mixture = ["settings", setting, "sequences", "mixture"]
         if not any(mixture.values()):
             yield at_mixture, "at least one sequence kind needs a weight > 0"
@@ -333,19 +353,45 @@ SETTING_TOKENIZERS = {"chameleon": ("text", "image_vq"), "chameleon_speech": ("t
 SETTING_SECTIONS = {"transfusion": ("diffusion",)}
 
 
+# The settings whose sequence builders draw text-only documents (sequences.mixture.text_only).
+TEXT_ONLY_SETTINGS = ("chameleon", "chameleon_speech")
+
+
 def image_data(config: dict) -> dict:
-    """The data section without the speech part (what the image-text shards depend on)."""
-    return {k: v for k, v in config["data"].items() if k != "speech"}
+    """The data section without the speech and text-only parts (what the image-text shards depend on)."""
+    return {k: v for k, v in config["data"].items() if k not in ("speech", "text_only")}
+
+
+def setting_sequences(config: dict, setting: str) -> dict:
+    """The study's sequences section overridden by the setting's."""
+    return deep_merge(config["sequences"], config["settings"][setting].get("sequences") or {})
+
+
+def uses_text_only(config: dict, setting: str) -> bool:
+    """Whether the setting's training mixture draws text-only documents."""
+    return setting_sequences(config, setting)["mixture"].get("text_only", 0) > 0
+
+
+def text_only_seq_len(config: dict) -> int:
+    """Text-only documents are cut into rows of this many tokens + 1: the longest seq_len of the settings that
+    draw them (one tokenization serves them all; a shorter setting cuts its rows further)."""
+    lengths = [setting_sequences(config, s)["seq_len"] for s in config["settings"] if uses_text_only(config, s)]
+    return max(lengths, default=config["sequences"]["seq_len"])
 
 
 def setting_inputs(config: dict, setting: str) -> dict:
     """The resolved config values a setting's runs read beyond their own run config: the data, the
     tokenizers the setting uses, its sequences (study section overridden by the setting's) and extras."""
-    inputs = {"data": image_data(config), "sequences": deep_merge(config["sequences"],
-                                                                  config["settings"][setting].get("sequences") or {}),
+    sequences = setting_sequences(config, setting)
+    if not sequences["mixture"].get("text_only"):
+        # a zero weight is no text-only data at all: such runs keep the fingerprint they had before the kind existed
+        sequences["mixture"] = {k: v for k, v in sequences["mixture"].items() if k != "text_only"}
+    inputs = {"data": image_data(config), "sequences": sequences,
               "tokenizers": {k: config["tokenizers"][k] for k in SETTING_TOKENIZERS[setting]}}
     if "speech" in SETTING_TOKENIZERS[setting]:
         inputs["speech_data"] = config["data"]["speech"]
+    if uses_text_only(config, setting):
+        inputs["text_only_data"] = {**config["data"]["text_only"], "row_tokens": text_only_seq_len(config) + 1}
     inputs.update({section: config[section] for section in SETTING_SECTIONS.get(setting, ())})
     return inputs
 

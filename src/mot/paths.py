@@ -29,6 +29,11 @@ class StudyPaths:
         return self.data / "speech"
 
     @property
+    def text_data(self) -> Path:
+        """Text-only documents of sequences.mixture.text_only (their own manifest)."""
+        return self.data / "text"
+
+    @property
     def tokenizers(self) -> Path:
         return self.root / "tokenizers"
 

@@ -1,7 +1,8 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
 from snakemake.logging import logger
 
-from mot.config import ConfigError, find_run, fingerprint, image_data, missing_paths, run_specs, validate
+from mot.config import (ConfigError, find_run, fingerprint, image_data, missing_paths, run_specs, text_only_seq_len,
+                        uses_text_only, validate)
 
 if workflow.config_settings.config:
     raise WorkflowError("--config overrides are not passed on to the `mot` stages: put them in a YAML file and add it with --configfile")
@@ -58,10 +59,12 @@ SETTING_TOKENS = {
     "chameleon_speech": [f"{ROOT}/tokens/stats.json", f"{ROOT}/tokens/speech_stats.json"],
     "transfusion": [f"{ROOT}/tokens/stats.json", f"{ROOT}/tokens/latents_stats.json"],
 }
+# ... and by its mixture: text-only rows (so data/text is built only when some setting draws them).
+TEXT_TOKENS = f"{ROOT}/tokens/text_stats.json"
 
 
 def setting_tokens(wildcards):
-    return SETTING_TOKENS[wildcards.setting]
+    return SETTING_TOKENS[wildcards.setting] + ([TEXT_TOKENS] if uses_text_only(config, wildcards.setting) else [])
 
 
 def train_launch(wildcards) -> str:

@@ -46,3 +46,22 @@ rule speech_data:
         runtime=120,
     shell:
         "mot speech-data --config {CFG} > {log} 2>&1"
+
+
+rule text_data:
+    """Text-only documents (synthetic scene descriptions, or a .txt folder / JSON-lines import) as shards;
+    none contains a val or test caption. Planned only when some setting's mixture has text_only > 0."""
+    input:
+        rules.data.output,
+    output:
+        f"{ROOT}/data/text/manifest.json",
+    params:
+        fingerprint=image_data_fingerprint("data.text_only"),
+    log:
+        f"{ROOT}/logs/text_data.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "mot text-data --config {CFG} > {log} 2>&1"

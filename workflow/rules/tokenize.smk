@@ -71,3 +71,22 @@ rule fit_speech_units:
         runtime=240,
     shell:
         "mot fit-speech-units --config {CFG} > {log} 2>&1"
+
+
+rule tokenize_text:
+    """The text-only documents encoded with the caption BPE, cut into rows of the longest seq_len that draws them."""
+    input:
+        rules.text_data.output,
+        rules.fit_tokenizers.output,
+    output:
+        TEXT_TOKENS,
+    params:
+        fingerprint=fingerprint(image_data_fingerprint("data.text_only", "tokenizers.text"), text_only_seq_len(config)),
+    log:
+        f"{ROOT}/logs/tokenize_text.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "mot tokenize-text --config {CFG} > {log} 2>&1"

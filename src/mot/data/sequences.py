@@ -49,6 +49,52 @@ class TokenizedSplit:
         return int((self.caption_lengths[index] > 0).sum())
 
 
+TEXT_TOKENS_STATS = "text_stats.json"
+
+
+def text_tokens_path(tokens_dir: Path, split: str) -> Path:
+    """The tokenized text-only documents of a split (`mot tokenize-text`)."""
+    return Path(tokens_dir) / f"{split}_text.npz"
+
+
+@dataclass
+class TextChunks:
+    """Text-only rows: each document as `<bos> ids <eos>`, cut into rows of at most W tokens (W = seq_len + 1,
+    the inputs and their next tokens); ids [N, W] padded with -1."""
+
+    ids: np.ndarray        # [N, W] int32
+    lengths: np.ndarray    # [N]
+    documents: np.ndarray  # [N] the document each row was cut from
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row(self, index: int) -> np.ndarray:
+        return self.ids[index, : self.lengths[index]].astype(np.int64)
+
+    @classmethod
+    def from_documents(cls, documents: Sequence[Sequence[int]], width: int) -> "TextChunks":
+        """Rows of `width` tokens from each document's ids (specials included); a last piece of one token
+        (nothing to predict) is dropped."""
+        pieces = [(d, doc[start:start + width]) for d, doc in enumerate(documents)
+                  for start in range(0, len(doc), width) if len(doc) - start >= 2]
+        ids = np.full((len(pieces), width), -1, dtype=np.int32)
+        for row, (_, piece) in enumerate(pieces):
+            ids[row, : len(piece)] = piece
+        return cls(ids, np.array([len(p) for _, p in pieces], dtype=np.int32),
+                   np.array([d for d, _ in pieces], dtype=np.int32))
+
+    def save(self, path: Path) -> None:
+        tmp = Path(path).with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, ids=self.ids, lengths=self.lengths, documents=self.documents)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "TextChunks":
+        with np.load(path) as f:
+            return cls(f["ids"], f["lengths"], f["documents"])
+
+
 @dataclass
 class ImagePatches:
     """Continuous image tokens of a batch (Transfusion): which flat positions of the [B, T] batch are

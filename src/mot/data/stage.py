@@ -157,3 +157,16 @@ def build_speech(config: dict, out_dir: Path) -> dict:
         captions_by_split[split] = (keys[:limit], captions[:limit])
     return build_speech_dataset(captions_by_split, out_dir, renderer=speech["renderer"], seed=speech["seed"],
                                 caption_choice=speech["caption_choice"], **common)
+
+
+def build_text(config: dict, out_dir: Path) -> dict:
+    """The text-only documents of `sequences.mixture.text_only` under out_dir (data/text): the synthetic
+    corpus, or a folder / JSON-lines import; none contains a caption of the image data's val or test split."""
+    from mot.data.text import build_text_dataset, held_out_captions
+
+    data_cfg = config["data"]
+    held_out = held_out_captions(Path(out_dir).parent)
+    synthetic = data_cfg["synthetic"]
+    return build_text_dataset(data_cfg["text_only"], out_dir, held_out, min_shapes=synthetic["min_shapes"],
+                              max_shapes=synthetic["max_shapes"], shard_size=data_cfg["shard_size"],
+                              max_bad_fraction=data_cfg["max_bad_fraction"])

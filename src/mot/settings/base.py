@@ -8,7 +8,7 @@ only this interface, never `if setting == ...`.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -90,6 +90,17 @@ class Objective:
                     means[m].update(sums[MODALITIES.index(m)] / count, weight=count)
         model.train()
         return {m: float(metric.compute()) for m, metric in means.items() if metric.update_count}
+
+    def extra_validation(self, model: Transformer, batch_size: int, score: Callable[[Iterable[Batch], tuple], dict],
+                         limit: int | None = None) -> dict[str, float]:
+        """Validation losses beyond the per-modality ones of the val sequences, by name (logged as
+        `val/loss_{name}`), e.g. {"text_only": ...} when the mixture draws text-only rows. `score(batches,
+        modalities)` is how the caller scores batches: validation_loss on the model, or through a parallel wrapper."""
+        return {}
+
+    def mixture_metrics(self, sequences: Sequences, n_batches: int, batch_size: int, seed: int) -> dict[str, float]:
+        """What the training mixture realises over the first n_batches (`mixture/...` metrics); {} if not measured."""
+        return {}
 
     # --- evaluation -------------------------------------------------------------------------
 

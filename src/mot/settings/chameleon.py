@@ -2,7 +2,11 @@
 
 A training sequence is either generation `<bos> caption <boi> image <eoi> <eos>` or captioning
 `<bos> <boi> image <eoi> caption <eos>` (mixed by `sequences.captioning_fraction`); generation
-drops its caption with `sequences.caption_dropout` for classifier-free guidance. Captions are
+drops its caption with `sequences.caption_dropout` for classifier-free guidance. With
+`sequences.mixture.text_only` > 0 a text-only row (a document's `<bos> text <eos>`, cut to the row
+length) is drawn instead by that weight against `image_text`, as Chameleon pretrains mostly on
+text-only data; `val/loss_text` stays the caption tokens' loss and `val/loss_text_only` is the
+text-only val split's. Captions are
 decoded greedily after `<bos> <boi> image <eoi>`; images are sampled code by code after
 `<bos> caption <boi>` with guidance against `<bos> <boi>`, then decoded by the VQ-VAE.
 """
@@ -15,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mot.data.sequences import IGNORE, Batch, TokenizedSplit, collate_token_rows
+from mot.data.sequences import (IGNORE, Batch, TextChunks, TokenizedSplit, collate_token_rows,
+                                 text_tokens_path)
 from mot.grouping import MODALITIES
 from mot.settings.base import Objective
 from mot.settings.decoding import (TokenStream, batches_by_length, greedy_text, guided_logits,
@@ -23,14 +28,27 @@ from mot.settings.decoding import (TokenStream, batches_by_length, greedy_text, 
 from mot.vocabulary import Vocabulary, load_vocabulary
 
 
+KINDS = ("image_text", "text_only")
+
+
 class ChameleonSequences:
-    """Builds fixed-length next-token batches from a tokenized split."""
+    """Builds fixed-length next-token batches from a tokenized split (and text-only rows, by the mixture)."""
+
+    base_kinds: tuple[str, ...] = ("image_text",)  # the kinds drawn without extra data; text_only is added to them
 
     def __init__(self, split: TokenizedSplit, vocab: Vocabulary, seq_len: int, captioning_fraction: float,
-                 group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0):
+                 group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0, *,
+                 mixture: dict[str, float] | None = None, text_only: TextChunks | None = None):
         self.split, self.vocab, self.seq_len = split, vocab, seq_len
         self.captioning_fraction, self.caption_dropout = captioning_fraction, caption_dropout
         self.group_of_modality, self.n_groups = tuple(group_of_modality), n_groups
+        mixture = {"image_text": 1.0} if mixture is None else mixture
+        self.text_only = text_only
+        self.kinds = self.base_kinds + (("text_only",) if mixture.get("text_only", 0) > 0 else ())
+        if "text_only" in self.kinds and not text_only:
+            raise ValueError("sequences.mixture.text_only > 0 needs the tokenized text-only rows (mot tokenize-text)")
+        weights = np.array([float(mixture.get(kind, 0.0)) for kind in self.kinds])
+        self.mixture = weights / weights.sum()
 
     def sequence(self, index: int, slot: int, captioning: bool, drop_caption: bool = False) -> np.ndarray:
         """drop_caption gives the unconditional generation sequence `<bos> <boi> image <eoi> <eos>` (for CFG)."""
@@ -49,6 +67,20 @@ class ChameleonSequences:
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """One training sequence drawn with the step's generator."""
+        return self.draw_with_kind(rng)[1]
+
+    def draw_with_kind(self, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+        """(kind, sequence): the kind by the mixture (no draw when there is one kind, so an image-text-only
+        stream is what it was before mixtures), then a sequence of that kind."""
+        kind = self.kinds[0] if len(self.kinds) == 1 else self.kinds[int(rng.choice(len(self.kinds), p=self.mixture))]
+        return kind, self.draw_kind(kind, rng)
+
+    def draw_kind(self, kind: str, rng: np.random.Generator) -> np.ndarray:
+        if kind == "text_only":
+            return self.text_only.row(int(rng.integers(0, len(self.text_only))))
+        return self.draw_image_text(rng)
+
+    def draw_image_text(self, rng: np.random.Generator) -> np.ndarray:
         index = int(rng.integers(0, len(self.split)))
         slot = int(rng.integers(0, self.split.n_captions(index)))
         captioning = bool(rng.random() < self.captioning_fraction)
@@ -142,14 +174,48 @@ class ChameleonObjective(Objective):
             self._splits[name] = TokenizedSplit.load(self.paths.tokens / f"{name}.npz")
         return self._splits[name]
 
+    @property
+    def uses_text_only(self) -> bool:
+        return self.sequences_cfg["mixture"].get("text_only", 0) > 0
+
+    def text_chunks(self, split: str) -> TextChunks:
+        """The split's tokenized text-only rows (train, val)."""
+        return TextChunks.load(text_tokens_path(self.paths.tokens, split))
+
+    def mixture_and_text(self, split: str) -> dict:
+        """The builder's mixture and text-only rows: training draws by the mixture; an eval builder (whose eval
+        sequences are image–text, and speech) leaves text-only rows to extra_validation."""
+        mixture = self.sequences_cfg["mixture"]
+        if split == "train" and self.uses_text_only:
+            return {"mixture": mixture, "text_only": self.text_chunks("train")}
+        return {"mixture": {k: v for k, v in mixture.items() if k != "text_only"}, "text_only": None}
+
     def sequences(self, split: str, model) -> ChameleonSequences:
         seq, plan = self.sequences_cfg, model.cfg.plan
         return ChameleonSequences(self.split(split), self.vocab, self.seq_len, seq["captioning_fraction"],
                                   plan.group_of_modality, plan.n_groups,
-                                  seq["caption_dropout"] if split == "train" else 0.0)
+                                  seq["caption_dropout"] if split == "train" else 0.0, **self.mixture_and_text(split))
 
     def loss(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return next_token_loss_sums(model(batch.tokens, batch.groups, attn_mask=batch.attn_mask), batch)
+
+    def extra_validation(self, model, batch_size: int, score, limit: int | None = None) -> dict[str, float]:
+        """{"text_only": text loss over the text-only val rows (the first `limit`, fixed order)} when the mixture
+        draws text-only rows; val/loss_text stays the image–text val sequences' caption tokens."""
+        if not self.uses_text_only:
+            return {}
+        chunks, plan = self.text_chunks("val"), model.cfg.plan
+        rows = [chunks.row(i) for i in range(len(chunks) if limit is None else min(limit, len(chunks)))]
+        batches = (collate_token_rows(rows[start:start + batch_size], self.seq_len, self.vocab.pad,
+                                      self.vocab.modality_of, plan.group_of_modality, plan.n_groups)
+                   for start in range(0, len(rows), batch_size))
+        losses = score(batches, ("text",))
+        return {"text_only": losses["text"]} if "text" in losses else {}
+
+    def mixture_metrics(self, sequences: ChameleonSequences, n_batches: int, batch_size: int,
+                        seed: int) -> dict[str, float]:
+        from mot.settings.mixture import mixture_metrics, realised_mixture
+        return mixture_metrics(realised_mixture(sequences, n_batches, batch_size, seed))
 
     @property
     def vq(self):

@@ -5,7 +5,8 @@ ids in the one vocabulary and sit between `<bos_speech>` and `<eos_speech>`. Tra
 `sequences.mixture`, the Chameleon image–text sequences with speech → text
 `<bos> <bos_speech> units <eos_speech> transcript <eos>`, text → speech
 `<bos> transcript <bos_speech> units <eos_speech> <eos>` and speech-only
-`<bos> <bos_speech> units <eos_speech> <eos>`; the transcript is the caption the audio speaks.
+`<bos> <bos_speech> units <eos_speech> <eos>`; the transcript is the caption the audio speaks. Text-only
+rows (`text_only`) mix in as in Chameleon.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mot.settings.chameleon import ChameleonObjective, ChameleonSequences
 from mot.vocabulary import Vocabulary
 
 SPEECH_KINDS = ("speech_to_text", "text_to_speech", "speech_only")
-KINDS = ("image_text", *SPEECH_KINDS)
+KINDS = ("image_text", *SPEECH_KINDS)  # text_only comes after these when its weight is > 0
 SPEECH_TOKENS_STATS = "speech_stats.json"
 
 
@@ -57,13 +58,13 @@ def speech_tokens_path(tokens_dir: Path, split: str) -> Path:
 
 
 class ChameleonSpeechSequences(ChameleonSequences):
-    """Image–text sequences (as Chameleon) mixed with speech sequences by configured weights."""
+    """Image–text sequences (as Chameleon) mixed with speech sequences (and text-only rows) by configured weights."""
+
+    base_kinds = KINDS
 
     def __init__(self, *args, speech: SpeechTokens, mixture: dict[str, float], **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, mixture=mixture, **kwargs)
         self.speech = speech
-        weights = np.array([float(mixture.get(kind, 0.0)) for kind in KINDS])
-        self.mixture = weights / weights.sum()
 
     def speech_sequence(self, index: int, kind: str) -> np.ndarray:
         v = self.vocab
@@ -75,11 +76,10 @@ class ChameleonSpeechSequences(ChameleonSequences):
                  "speech_only": ([v.bos], speech, [v.eos])}[kind]
         return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
 
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        kind = KINDS[int(rng.choice(len(KINDS), p=self.mixture))]
-        if kind == "image_text":
-            return super().draw(rng)
-        return self.speech_sequence(int(rng.integers(0, len(self.speech.keys))), kind)
+    def draw_kind(self, kind: str, rng: np.random.Generator) -> np.ndarray:
+        if kind in SPEECH_KINDS:
+            return self.speech_sequence(int(rng.integers(0, len(self.speech.keys))), kind)
+        return super().draw_kind(kind, rng)
 
     def eval_sequences(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """The Chameleon validation sequences, then every speech sample once, the speech kinds in turn (fixed order)."""
@@ -104,4 +104,4 @@ class ChameleonSpeechObjective(ChameleonObjective):
         return ChameleonSpeechSequences(
             self.split(split), self.vocab, self.seq_len, seq["captioning_fraction"], plan.group_of_modality,
             plan.n_groups, seq["caption_dropout"] if split == "train" else 0.0,
-            speech=SpeechTokens.load(speech_tokens_path(self.paths.tokens, split)), mixture=seq["mixture"])
+            speech=SpeechTokens.load(speech_tokens_path(self.paths.tokens, split)), **self.mixture_and_text(split))

@@ -209,3 +209,37 @@ def fit_speech_units(config: dict, logger=None) -> dict:
             logger.log_metrics({f"speech/{split}_{k}": v for k, v in stats[split].items()}, 0)
     (paths.tokens / SPEECH_TOKENS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
     return stats
+
+
+# --- text-only documents -------------------------------------------------------------------------
+
+
+def tokenize_text(config: dict, logger=None) -> dict:
+    """Encode the text-only documents with the caption BPE (tokenizers/text_bpe.json): each document as
+    `<bos> ids <eos>`, cut into rows of text_only_seq_len + 1 tokens (tokens/{split}_text.npz)."""
+    from mot.config import text_only_seq_len
+    from mot.data.sequences import TEXT_TOKENS_STATS, TextChunks, text_tokens_path
+    from mot.data.text import read_text_split
+
+    paths = StudyPaths.from_config(config)
+    text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
+    width = text_only_seq_len(config) + 1
+    paths.tokens.mkdir(parents=True, exist_ok=True)
+    stats: dict = {"row_tokens": width}
+    for split in load_manifest(paths.text_data)["splits"]:
+        documents, words = [], 0
+        for _, document in read_text_split(paths.text_data, split):
+            documents.append([text.bos_id, *text.encode(document), text.eos_id])
+            words += len(document.split())
+        chunks = TextChunks.from_documents(documents, width)
+        chunks.save(text_tokens_path(paths.tokens, split))
+        lengths = np.array([len(d) for d in documents])
+        stats[split] = {"documents": len(documents), "rows": len(chunks), "tokens": int(chunks.lengths.sum()),
+                        "mean_document_tokens": float(lengths.mean()) if len(lengths) else 0.0,
+                        "documents_over_one_row": int((lengths > width).sum()),
+                        "tokens_per_word": float((lengths - 2).sum() / max(words, 1))}
+        log.info("tokenized text-only %s: %s", split, stats[split])
+        if logger:
+            logger.log_metrics({f"text_only/{split}_{k}": v for k, v in stats[split].items()}, 0)
+    (paths.tokens / TEXT_TOKENS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
+    return stats

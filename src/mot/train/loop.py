@@ -112,6 +112,8 @@ class Trainer:
         try:
             self._resume()
             if self.step == 0:
+                self.logger.log_metrics(self.objective.mixture_metrics(  # the text:image token ratio it trains on
+                    self.train_data, min(self.tcfg["steps"], 100), self.tcfg["batch_size"], self.run.seed), 0)
                 self.evaluate_and_log(0)
             self._loop()
             self._save_final()
@@ -142,17 +144,21 @@ class Trainer:
     def evaluate_and_log(self, step: int) -> None:
         # the curve may use a fixed val subset (train.eval_samples): a fine grid of steps at a small cost
         batches = self.val_data.eval_batches(self.config["eval"]["batch_size"], self.tcfg["eval_samples"])
-        if self.sharded:  # each rank its share of the batches, through the parallel wrapper, reduced across ranks
-            losses = distributed.validation_loss(self.step_model, batches, self.device, self.run.modalities,
-                                                 self.autocast, self.world)
-        else:
-            losses = self.objective.validation_loss(self.model, batches, self.device, self.run.modalities,
-                                                    self.autocast)
+        losses = self._validation_loss(batches, self.run.modalities)
+        # beyond the modalities, e.g. text_only: the text-only val rows of a mixture that trains on them
+        losses.update(self.objective.extra_validation(self.model, self.config["eval"]["batch_size"],
+                                                      self._validation_loss, self.tcfg["eval_samples"]))
         self.logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
                                  "val/cum_flops": self.tokens_seen * self.flops_token,
                                  "val/wall_clock_s": self.wall_clock}, step)
         log.info("%s/%s step %d: %s", self.run.setting, self.run.name, step,
                  " ".join(f"val/{m}={v:.4f}" for m, v in losses.items()))
+
+    def _validation_loss(self, batches, modalities) -> dict[str, float]:
+        if self.sharded:  # each rank its share of the batches, through the parallel wrapper, reduced across ranks
+            return distributed.validation_loss(self.step_model, batches, self.device, modalities, self.autocast,
+                                               self.world)
+        return self.objective.validation_loss(self.model, batches, self.device, modalities, self.autocast)
 
     def _train_step(self, step: int):
         """One optimizer step on the (seed, step) global batch: this rank's micro-batches (train.grad_accum),

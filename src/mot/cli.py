@@ -202,7 +202,7 @@ def cmd_report(args) -> int:
 def cmd_params(args) -> int:
     from mot.models.accounting import accounting_table
 
-    config = load_config([args.config_file], check_paths=False)  # sizes need no data on this machine
+    config = load_config(args.config_file, check_paths=False)  # sizes need no data on this machine
     rows = accounting_table(config)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p = sub.add_parser("params", help="parameter counts and FLOPs per token of every run, beside the paper's formulas",
                        description="parameter counts and FLOPs per token of every run, beside the paper's formulas")
-    p.add_argument("config_file", metavar="CONFIG")
+    p.add_argument("config_file", metavar="CONFIG", nargs="+", help="config files, merged in order (e.g. a setting's "
+                   "paper config and a size from configs/experiments/sizes/)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_params)
     help_text = ("the sequence kinds and per-modality target tokens that a setting's training mixture realises "

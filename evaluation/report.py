@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from evaluation.significance import ALPHA, PValue, SeedStat, seed_stat, standard_error, verdict, welch  # noqa: E402
+from evaluation.scaling import plot_size_sweep, size_sweep_rows  # noqa: E402
 from evaluation.speedup import speedup_fractions  # noqa: E402
 from mot.config import run_specs  # noqa: E402
 from mot.models.accounting import accounting_table  # noqa: E402
@@ -440,8 +441,11 @@ class SettingReport:
         ablations = self.ablation_rows()
         merges = self.merge_rows()
         accounting = self.accounting_rows()
+        sizes = size_sweep_rows(self)
         figures = (self.plot_losses() + self.plot_eval_curves() + self.plot_ablations(ablations)
                    + self.plot_merges(merges))
+        sweep_figure = plot_size_sweep(sizes, self.modalities, self.setting, self.figures / "speedup_vs_size.png")
+        figures += [sweep_figure] if sweep_figure else []
 
         md = {
             "final": write_table(final_rows, self.out / "final_metrics", ["run", "arch", "seeds", *final_columns]),
@@ -475,6 +479,16 @@ class SettingReport:
             lines += ["## Leave-one-modality-out: merged parameter sets vs mot and dense", "",
                       "Per modality, each `merge-*` run (two modalities share one parameter set) beside mot "
                       "(every modality its own) and dense (one shared set).", "", md["merges"]]
+        md["sizes"] = write_table(sizes, self.out / "size_sweep", [  # header only without a size sweep
+            "size", "modality", "non_embedding dense", "non_embedding mot", "seeds", "reached", "steps_frac",
+            "steps_frac (reached seeds)", "dense final", "mot final", "p mot vs dense"],
+            seed_columns=("steps_frac", "steps_frac (reached seeds)", "dense final", "mot final"))
+        if sizes:
+            lines += ["## Size sweep: MoT's speed-up against model size", "",
+                      "Each size's mot run against the dense run of the same model config, seed by seed: the "
+                      "fraction of dense's steps mot needs to reach dense's final loss (`steps_frac` only when every "
+                      "seed reached it; `(reached seeds)` over those that did), and both final losses with "
+                      "Welch's p.", "", md["sizes"]]
         lines += ["## Parameters and FLOPs vs the paper's formulas", "", md["accounting"]]
         if self.missing:
             lines += ["## Missing runs", "", "No evaluation (failed or not run): " + ", ".join(self.missing), ""]

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from evaluation.report import SettingReport, paper_value, report
+from evaluation.scaling import size_sweep_rows
 from mot.config import load_config
 from mot.paths import StudyPaths
 from mot.tracking import RunLogger, init_store
@@ -259,3 +260,37 @@ def test_paper_values_are_keyed_by_setting_run_and_modality():
     assert paper_value("chameleon", "mot", "image", "time_frac") == pytest.approx(0.472)
     assert paper_value("chameleon_speech", "mot", "image", "steps_frac") == ""
     assert paper_value("chameleon", "moe4x", "text", "steps_frac") == ""
+
+
+def test_size_sweep_table_and_plot_on_hand_made_curves(tmp_path):
+    """Two sizes of dense and mot (2 seeds each): each mot is compared with the dense of its own size; the
+    fraction is the hand-computed crossing; the plot and table exist; a one-size setting has no sweep rows."""
+    runs = {"dense": {"arch": "dense", "untie": [], "seeds": [0, 1]},
+            "mot": {"arch": "mot", "untie": ["attn", "ffn", "norm"], "seeds": [0, 1]},
+            "dense-d64": {"arch": "dense", "untie": [], "seeds": [0, 1], "model": {"d_model": 64}},
+            "mot-d64": {"arch": "mot", "untie": ["attn", "ffn", "norm"], "seeds": [0, 1], "model": {"d_model": 64}}}
+    finals = {"dense": {"text": [1.30, 1.32]}, "mot": {"text": [1.20, 1.21]},
+              "dense-d64": {"text": [1.50, 1.52]}, "mot-d64": {"text": [1.49, 1.53]}}
+    curves = {"dense": {"text": [5, 2.0, 1.6, 1.4]}, "mot": {"text": [5, 1.8, 1.35, 1.25]},
+              "dense-d64": {"text": [5, 2.2, 1.8, 1.6]}, "mot-d64": {"text": [5, 2.2, 1.8, 1.6]}}
+    for run in finals:  # the image curves: the text ones (only text is checked)
+        finals[run]["image"], curves[run]["image"] = finals[run]["text"], curves[run]["text"]
+    config, paths = make_study(tmp_path, "chameleon", ["text", "image"], runs, finals, curves)
+    rep = SettingReport(config, "chameleon")
+    rows = {r["size"]: r for r in size_sweep_rows(rep) if r["modality"] == "text"}
+    assert set(rows) == {"d32 L2", "d64 L2"}  # smoke.yaml's d_model 32 and the d64 override
+    big, small = rows["d64 L2"], rows["d32 L2"]
+    assert big["non_embedding dense"] > small["non_embedding dense"]
+    # d32: mot (seed s) reaches dense-s's final 1.30 / 1.32 between steps 200 (1.35) and 300 (1.25)
+    expected = [(200 + (1.35 - 1.30) / (1.35 - 1.25) * 100) / 400, (200 + (1.35 - 1.32) / (1.35 - 1.25) * 100) / 400]
+    assert small["steps_frac"].mean == pytest.approx(statistics.mean(expected))
+    assert small["steps_frac"].std == pytest.approx(statistics.stdev(expected))
+    assert small["reached"] == "2/2"
+    # d64: mot-d64 equals dense-d64 until the end, then one seed ends just above dense's final: not reached
+    assert big["reached"] == "1/2" and big["steps_frac"] is None
+    assert float(big["p mot vs dense"]) == pytest.approx(stats.ttest_ind([1.49, 1.53], [1.50, 1.52], equal_var=False).pvalue)
+    rep.write()
+    out = paths.report_dir("chameleon")
+    assert (out / "figures" / "speedup_vs_size.png").stat().st_size > 1000
+    assert len(read_csv(out / "size_sweep.csv")) == 4  # 2 sizes x 2 modalities
+    assert "## Size sweep" in (out / "report.md").read_text()

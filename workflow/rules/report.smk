@@ -12,7 +12,7 @@ rule report:
                        caption="../report/figure.rst", category="{setting}", subcategory="figures"),
         tables=[report(f"{ROOT}/{{setting}}/report/{table}.csv", caption="../report/table.rst",
                        category="{setting}", subcategory="tables", labels={"table": table})
-                for table in ("speedup", "final_metrics", "ablations", "merges", "accounting")],
+                for table in ("speedup", "final_metrics", "ablations", "merges", "size_sweep", "accounting")],
     params:
         fingerprint=config_fingerprint("report"),
     log:

@@ -1,0 +1,110 @@
+"""The size sweep of a setting: MoT's speed-up over dense against model size, the tiny counterpart of
+the paper's scaling figures. A setting sweeps sizes when its dense-arch runs come in several model
+configs (per-run `model:` overrides); each MoT run (arch mot, no ablation) is compared with the dense
+run of the same model config, seed by seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from evaluation.significance import seed_stat, welch  # noqa: E402
+from evaluation.speedup import speedup_fractions  # noqa: E402
+from mot.models.accounting import analytic_parameters  # noqa: E402
+from mot.models.factory import model_config  # noqa: E402
+
+
+def model_key(spec) -> str:
+    return json.dumps(spec.model, sort_keys=True)
+
+
+def size_pairs(specs) -> list[tuple[str, str, dict]]:
+    """(dense base run, mot base run, model config) per model size, smallest first; [] without a sweep."""
+    dense, mot = {}, {}
+    for spec in specs:
+        if spec.arch == "dense" and not spec.untie and spec.moe is None:
+            dense.setdefault(model_key(spec), (spec.base_name, spec))
+        elif spec.arch == "mot" and spec.ablation == "none" and set(spec.untie) == {"attn", "ffn", "norm"}:
+            mot.setdefault(model_key(spec), (spec.base_name, spec))
+    pairs = [(dense[k][0], mot[k][0], dense[k][1]) for k in dense if k in mot]
+    if len(pairs) < 2:
+        return []
+    return sorted(pairs, key=lambda p: non_embedding(p[2]))
+
+
+def non_embedding(spec) -> int:
+    return analytic_parameters(model_config(spec, vocab_size=1, max_seq_len=8))["non_embedding"]
+
+
+def size_label(spec) -> str:
+    return f"d{spec.model['d_model']} L{spec.model['n_layers']}"
+
+
+def size_sweep_rows(report) -> list[dict]:
+    """Per size and modality: dense/MoT non-embedding parameters, MoT's steps fraction to reach the
+    same-seed dense final loss (mean ± std over seeds, how many reached) and the final losses with
+    Welch's p of MoT against dense. `report` is a SettingReport (curves, groups, seeds, finals)."""
+    rows = []
+    for dense_base, mot_base, dense_spec in size_pairs(report.specs):
+        dense_by_seed = {report.seed_of[n]: n for n in report.groups.get(dense_base, [])}
+        mot_runs = [n for n in report.groups.get(mot_base, []) if report.seed_of[n] in dense_by_seed]
+        mot_spec = next(s for s in report.specs if s.base_name == mot_base)
+        for m in report.modalities:
+            fractions = [speedup_fractions(report.curves[dense_by_seed[report.seed_of[n]]][m], report.curves[n][m],
+                                           report.smoothing)["steps_frac"] for n in mot_runs]
+            reached = [f for f in fractions if f is not None]
+            key = f"val/loss_{m}"
+            dense_final, mot_final = report.final_values(dense_base, key), report.final_values(mot_base, key)
+            test = welch(mot_final, dense_final)
+            rows.append({
+                "size": size_label(dense_spec), "dense run": dense_base, "mot run": mot_base, "modality": m,
+                "non_embedding dense": non_embedding(dense_spec), "non_embedding mot": non_embedding(mot_spec),
+                "seeds": len(mot_runs), "reached": f"{len(reached)}/{len(fractions)}",
+                "steps_frac": seed_stat(fractions) if fractions and len(reached) == len(fractions) else None,
+                "steps_frac (reached seeds)": seed_stat(reached),
+                "dense final": seed_stat(dense_final), "mot final": seed_stat(mot_final),
+                "p mot vs dense": "" if test is None else test.p,
+            })
+    return rows
+
+
+def plot_size_sweep(rows: list[dict], modalities, setting: str, path: Path) -> Path | None:
+    """Per modality: MoT's steps fraction (± 1 sd over seeds) and both final losses against model size."""
+    if not rows:
+        return None
+    fig, axes = plt.subplots(2, len(modalities), figsize=(4.6 * len(modalities), 7.2), squeeze=False)
+    for column, m in enumerate(modalities):
+        mine = [r for r in rows if r["modality"] == m]
+        x = np.array([r["non_embedding dense"] for r in mine], float)
+        ax = axes[0][column]
+        stats = [r["steps_frac (reached seeds)"] for r in mine]
+        shown = [(xi, s) for xi, s in zip(x, stats) if s is not None]
+        if shown:
+            ax.errorbar([xi for xi, _ in shown], [s.mean for _, s in shown],
+                        yerr=[s.std or 0.0 for _, s in shown], marker="o", capsize=3, label="mot (reached seeds)")
+        for xi, r in zip(x, mine):
+            ax.annotate(r["reached"], (xi, 1.02), ha="center", fontsize=7)
+        ax.axhline(1.0, color="grey", ls="--", lw=1, label="dense (1.0)")
+        ax.set(xscale="log", xlabel="non-embedding parameters (dense)", ylabel="fraction of dense's steps",
+               title=f"{setting}: {m} speed-up vs size")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        ax = axes[1][column]
+        for name, key in (("dense", "dense final"), ("mot", "mot final")):
+            values = [r[key] for r in mine]
+            ax.errorbar(x, [v.mean if v else np.nan for v in values], yerr=[(v.std or 0.0) if v else 0.0 for v in values],
+                        marker="o", capsize=3, label=name)
+        ax.set(xscale="log", xlabel="non-embedding parameters (dense)", ylabel=f"final {m} val loss")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

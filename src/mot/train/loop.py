@@ -180,6 +180,7 @@ class Trainer:
             step_loss, step_sums = step_loss + loss.detach(), step_sums + sums.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg["grad_clip"])
         self.optimizer.step()
+        aux = aux.detach() if aux is not None else None
         return batch, step_loss / (len(parts) * self.world.size), step_sums, aux, grad_norm
 
     def _loop(self) -> None:

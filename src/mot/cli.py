@@ -53,18 +53,23 @@ def _data_logger(config, run_name: str):
         flatten({k: config[k] for k in ("data", "tokenizers", "sequences")}))
 
 
+def _log_manifest(config, run_name: str, manifest: dict, manifest_path, count: str = "samples") -> None:
+    """A data stage's samples and bad samples (by reason) per split, and its manifest, into `{study}/data`."""
+    logger = _data_logger(config, run_name)
+    for split, entry in manifest["splits"].items():
+        logger.log_metrics({f"{run_name}/{split}_{count}": entry["n_samples"], f"{run_name}/{split}_bad": entry["n_bad"],
+                            **{f"{run_name}/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
+    logger.log_artifact(manifest_path, None if run_name == "data" else run_name.removesuffix("_data"))
+    logger.finish()
+
+
 def cmd_data(args) -> int:
     from mot.data.stage import build_dataset
     from mot.paths import StudyPaths
 
     config = load_config(args.config)
-    manifest = build_dataset(config["data"], StudyPaths.from_config(config).data)
-    logger = _data_logger(config, "data")
-    for split, entry in manifest["splits"].items():
-        logger.log_metrics({f"data/{split}_samples": entry["n_samples"], f"data/{split}_bad": entry["n_bad"],
-                            **{f"data/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
-    logger.log_artifact(StudyPaths.from_config(config).data / "manifest.json")
-    logger.finish()
+    out_dir = StudyPaths.from_config(config).data
+    _log_manifest(config, "data", build_dataset(config["data"], out_dir), out_dir / "manifest.json")
     return 0
 
 
@@ -74,13 +79,7 @@ def cmd_speech_data(args) -> int:
 
     config = load_config(args.config)
     out_dir = StudyPaths.from_config(config).speech_data
-    manifest = build_speech(config, out_dir)
-    logger = _data_logger(config, "speech_data")
-    for split, entry in manifest["splits"].items():
-        logger.log_metrics({f"speech_data/{split}_samples": entry["n_samples"], f"speech_data/{split}_bad": entry["n_bad"],
-                            **{f"speech_data/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
-    logger.log_artifact(out_dir / "manifest.json", "speech")
-    logger.finish()
+    _log_manifest(config, "speech_data", build_speech(config, out_dir), out_dir / "manifest.json")
     return 0
 
 
@@ -90,13 +89,7 @@ def cmd_text_data(args) -> int:
 
     config = load_config(args.config)
     out_dir = StudyPaths.from_config(config).text_data
-    manifest = build_text(config, out_dir)
-    logger = _data_logger(config, "text_data")
-    for split, entry in manifest["splits"].items():
-        logger.log_metrics({f"text_data/{split}_documents": entry["n_samples"], f"text_data/{split}_bad": entry["n_bad"],
-                            **{f"text_data/{split}_bad_{r}": n for r, n in entry["bad_by_reason"].items()}}, 0)
-    logger.log_artifact(out_dir / "manifest.json", "text")
-    logger.finish()
+    _log_manifest(config, "text_data", build_text(config, out_dir), out_dir / "manifest.json", count="documents")
     return 0
 
 

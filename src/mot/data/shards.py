@@ -225,7 +225,8 @@ def check_bad_fraction(split: str, entry: dict, max_bad_fraction: float) -> None
     if total and n_bad / total > max_bad_fraction:
         reasons = ", ".join(f"{reason}={count}" for reason, count in entry["bad_by_reason"].items())
         raise DataError(
-            f"{split}: {n_bad} of {total} samples are bad ({reasons}), above max_bad_fraction={max_bad_fraction}"
+            f"{split}: {n_bad} of {total} samples are bad ({reasons or 'none'}), "
+            f"above data.max_bad_fraction={max_bad_fraction}"
         )
 
 

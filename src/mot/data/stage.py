@@ -6,15 +6,13 @@ it lists is complete; a failed or interrupted run leaves no manifest.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from mot.data.coco import iter_coco_captions
-from mot.data.shards import MANIFEST_NAME, DataError, Sample, write_split
+from mot.data.shards import MANIFEST_NAME, DataError, Sample, check_bad_fraction, write_manifest, write_split
 from mot.data.synthetic import iter_synthetic
 
 logger = logging.getLogger("mot.data")
@@ -45,11 +43,11 @@ def build_dataset(data_cfg: dict, out_dir: Path) -> dict:
             plan.samples, out_dir, plan.name, int(data_cfg["shard_size"]), plan.total, plan.image_size
         )
         _log_split(plan.name, entry)
-        _check_bad_fraction(plan.name, entry, max_bad_fraction)
+        check_bad_fraction(plan.name, entry, max_bad_fraction)
         split_entries[plan.name] = entry
 
     manifest = {"source": source, "splits": split_entries, "created_by": "mot data"}
-    _write_json_atomically(out_dir / MANIFEST_NAME, manifest)
+    write_manifest(out_dir, manifest)
     return manifest
 
 
@@ -94,16 +92,6 @@ def _coco_splits(cfg: dict) -> list[SplitPlan]:
     return plans
 
 
-def _check_bad_fraction(split: str, entry: dict, max_bad_fraction: float) -> None:
-    n_bad = entry["n_bad"]
-    total = n_bad + entry["n_samples"]
-    if total and n_bad / total > max_bad_fraction:
-        raise DataError(
-            f"{split}: {n_bad} of {total} samples are bad ({_format_reasons(entry)}), "
-            f"above data.max_bad_fraction={max_bad_fraction}"
-        )
-
-
 def _log_split(split: str, entry: dict) -> None:
     logger.info(
         "%s: wrote %d samples in %d shards, %d bad (%s)",
@@ -125,16 +113,6 @@ def _remove_stale_shards(out_dir: Path, split: str) -> None:
     # A previous, larger build could leave extra shards behind.
     for path in out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].tar"):
         path.unlink()
-
-
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def build_speech(config: dict, out_dir: Path) -> dict:

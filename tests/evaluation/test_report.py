@@ -294,3 +294,13 @@ def test_size_sweep_table_and_plot_on_hand_made_curves(tmp_path):
     assert (out / "figures" / "speedup_vs_size.png").stat().st_size > 1000
     assert len(read_csv(out / "size_sweep.csv")) == 4  # 2 sizes x 2 modalities
     assert "## Size sweep" in (out / "report.md").read_text()
+
+
+def test_tiny_scaling_config_is_a_three_size_sweep_of_dense_and_mot():
+    from evaluation.scaling import size_pairs
+    from mot.config import run_specs
+
+    config = load_config([REPO / "configs" / "experiments" / "tiny_scaling.yaml"])
+    pairs = size_pairs(run_specs(config, "chameleon"))
+    assert [(dense, mot) for dense, mot, _ in pairs] == [("dense-d64", "mot-d64"), ("dense", "mot"),
+                                                         ("dense-d256", "mot-d256")]

@@ -229,7 +229,7 @@ def validation_loss(step: nn.Module, batches: Iterable[Batch], device, modalitie
     from torchmetrics.aggregation import MeanMetric
 
     step.eval()
-    means = {m: MeanMetric(nan_strategy="ignore").to(device) for m in modalities}
+    means = {m: MeanMetric().to(device) for m in modalities}
     for batch, counted in rank_share(batches, world):
         batch = batch.to(device)
         with autocast:

@@ -107,12 +107,31 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(finished):
     # data, tokenizer and reference stages log into {study}/data
     data_experiment = client.get_experiment_by_name(f"{config['study']}/data")
     stages = {r.info.run_name: r.data.metrics for r in client.search_runs([data_experiment.experiment_id])}
-    assert set(stages) == {"data", "tokenizers", "tokenize", "clip", "fid_reference"}
+    assert set(stages) == {"data", "tokenizers", "tokenize", "clip", "fid_reference", "speech_data",
+                           "speech_units", "image_vae"}
     assert stages["data"]["data/train_samples"] == config["data"]["synthetic"]["n_train"]
     assert stages["data"]["data/train_bad"] == 0
     assert {"vq/recon_mse", "vq/perplexity", "vq/codebook_usage"} <= set(stages["tokenizers"])
     assert {"clip/image_to_text_r1", "clip/score_matched", "clip/score_shuffled"} <= set(stages["clip"])
     assert stages["fid_reference"]["fid/random_codes"] > stages["fid_reference"]["fid/real_subset"]
+
+    assert stages["speech_data"]["speech_data/train_samples"] == config["data"]["synthetic"]["n_train"]
+    assert stages["speech_units"]["speech/train_unit_usage"] >= 0.8  # most of the codebook in use
+    assert stages["image_vae"]["vae_final/recon_mse"] < 0.1 and "vae_final/scaling_factor" in stages["image_vae"]
+
+    # Transfusion and Chameleon+Speech: their own experiments, with every modality's val loss and the eval metrics
+    for setting, modalities in (("transfusion", ("text", "image")), ("chameleon_speech", ("text", "image", "speech"))):
+        experiment = client.get_experiment_by_name(f"{config['study']}/{setting}")
+        setting_runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+        assert set(config["settings"][setting]["runs"]) | {"report"} <= set(setting_runs), setting
+        for name in config["settings"][setting]["runs"]:
+            metrics = setting_runs[name].data.metrics
+            for key in [f"val/loss_{m}" for m in modalities] + ["eval/cider", "eval/fid", "eval/clip_score"]:
+                assert key in metrics, (setting, name, key)
+            history = client.get_metric_history(setting_runs[name].info.run_id, "val/loss_image")
+            assert history[-1].value < history[0].value, (setting, name)  # the image loss (diffusion or codes) falls
+        assert (root / setting / "report" / "speedup.md").exists()
+    assert "merge-image_speech" in (root / "chameleon_speech" / "report" / "merges.md").read_text()
 
     # MoE-4x: the load-balancing loss keeps every expert busy (>= 10% of the tokens at the last log step)
     moe = runs["moe4x"]
@@ -158,5 +177,6 @@ def test_changing_one_runs_config_plans_only_its_training_evaluation_and_the_rep
 def test_changing_the_clip_config_refits_clip_and_re_evaluates_with_nothing_upstream(finished):
     config_file = finished_config(finished)
     changed = variant(config_file, "clip.yaml", lambda c: c["eval"]["clip"].update(steps=20))
-    assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "evaluate": 3, "report": 1, "all": 1,
-                                     "total": 7}  # no data, tokenizers, tokens or training
+    # every run of the 3 settings is re-evaluated; no data, tokenizers, tokens or training
+    assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "evaluate": 8, "report": 3, "all": 1,
+                                     "total": 14}

@@ -82,6 +82,10 @@ def reached_stat(values: list[float | None]) -> SeedStat | None:
     return seed_stat(values)
 
 
+def seeds_text(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def fmt(value) -> str:
     if value is None:
         return "not reached"
@@ -432,7 +436,7 @@ class SettingReport:
             else:
                 verdict_text = (f"Welch's t-test p = {test.p} → "
                                 + ("beyond seed noise" if test.beyond_noise() else "**within seed noise**"))
-            lines.append(f"- {m}: mot {mot} ({mot.n} seeds) vs dense {dense} ({dense.n} seeds): {verdict_text}")
+            lines.append(f"- {m}: mot {mot} ({seeds_text(mot.n)}) vs dense {dense} ({seeds_text(dense.n)}): {verdict_text}")
         return lines + [""]
 
     def write(self) -> Path:

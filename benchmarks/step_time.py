@@ -32,7 +32,8 @@ def measure(size: str, arch: str, batch: int, steps: int, device: str, precision
             compile_model: bool = False) -> dict:
     import torch
 
-    from mot.models.plan import ParameterPlan, group_tokens
+    from mot.grouping import group_tokens
+    from mot.models.plan import ParameterPlan
     from mot.models.transformer import ModelConfig, Transformer
     from mot.train.optim import build_optimizer
 

@@ -15,7 +15,7 @@ import torch
 from torchmetrics.aggregation import MeanMetric
 
 from mot.config import RunSpec, deep_merge
-from mot.data.sequences import Batch
+from mot.data.sequences import Batch, TokenizedSplit
 from mot.grouping import MODALITIES
 from mot.models.factory import build_model
 from mot.models.transformer import Transformer
@@ -41,6 +41,7 @@ class Objective:
         self.sequences_cfg = deep_merge(config["sequences"], config["settings"][setting].get("sequences") or {})
         self.seq_len = self.sequences_cfg["seq_len"]
         self._vocab: Vocabulary | None = None
+        self._splits: dict[str, TokenizedSplit] = {}
 
     # --- what the model is ------------------------------------------------------------------
 
@@ -104,9 +105,15 @@ class Objective:
 
     # --- evaluation -------------------------------------------------------------------------
 
+    def split(self, name: str) -> TokenizedSplit:
+        """A tokenized split's captions (and VQ codes), loaded once."""
+        if name not in self._splits:
+            self._splits[name] = TokenizedSplit.load(self.paths.tokens / f"{name}.npz")
+        return self._splits[name]
+
     def eval_samples(self, split: str) -> int:
         """Number of samples (images with captions) in a tokenized split."""
-        raise NotImplementedError
+        return len(self.split(split))
 
     def captions(self, model: Transformer, split: str, n: int, max_tokens: int, batch_size: int,
                  device) -> list[list[int]]:

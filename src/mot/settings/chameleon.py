@@ -159,7 +159,6 @@ class ChameleonObjective(Objective):
 
     def __init__(self, config: dict, setting: str):
         super().__init__(config, setting)
-        self._splits: dict[str, TokenizedSplit] = {}
         self._vq = None
 
     def load_vocabulary(self) -> Vocabulary:
@@ -168,11 +167,6 @@ class ChameleonObjective(Objective):
     def expected_vocab_size(self) -> int:
         tok = self.config["tokenizers"]
         return tok["text"]["vocab_size"] + tok["image_vq"]["codebook_size"]
-
-    def split(self, name: str) -> TokenizedSplit:
-        if name not in self._splits:
-            self._splits[name] = TokenizedSplit.load(self.paths.tokens / f"{name}.npz")
-        return self._splits[name]
 
     @property
     def uses_text_only(self) -> bool:
@@ -224,9 +218,6 @@ class ChameleonObjective(Objective):
             from mot.tokenizers.stage import IMAGE_TOKENIZER
             self._vq = VQVAE.load(self.paths.tokenizers / IMAGE_TOKENIZER)
         return self._vq
-
-    def eval_samples(self, split: str) -> int:
-        return len(self.split(split))
 
     def captions(self, model, split: str, n: int, max_tokens: int, batch_size: int, device) -> list[list[int]]:
         return greedy_captions(model, self.vocab, self.split(split).image_codes[:n], max_tokens, batch_size, device)

@@ -172,7 +172,6 @@ class TransfusionObjective(Objective):
         super().__init__(config, setting)
         self.dcfg = config["diffusion"]
         self.schedule = DiffusionSchedule(self.dcfg["timesteps"], self.dcfg["schedule"], self.dcfg["prediction"])
-        self._splits: dict[str, TokenizedSplit] = {}
         self._latents: dict[str, np.ndarray] = {}
         self._vae = None
 
@@ -199,11 +198,6 @@ class TransfusionObjective(Objective):
 
     # --- data and loss -------------------------------------------------------------------------
 
-    def split(self, name: str) -> TokenizedSplit:
-        if name not in self._splits:
-            self._splits[name] = TokenizedSplit.load(self.paths.tokens / f"{name}.npz")
-        return self._splits[name]
-
     def latents(self, name: str) -> np.ndarray:
         if name not in self._latents:
             self._latents[name] = np.load(self.paths.tokens / LATENTS.format(split=name))
@@ -228,9 +222,6 @@ class TransfusionObjective(Objective):
             from mot.tokenizers.stage import vae_dir
             self._vae = ImageVAE.load(vae_dir(self.paths.tokenizers))
         return self._vae
-
-    def eval_samples(self, split: str) -> int:
-        return len(self.split(split))
 
     @torch.no_grad()
     def captions(self, model, split: str, n: int, max_tokens: int, batch_size: int, device) -> list[list[int]]:

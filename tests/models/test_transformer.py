@@ -107,22 +107,27 @@ def reference_forward(model, tokens, modality):
     return model.head(reference_hidden(model, tokens, modality))
 
 
+def assert_equals_reference(model, out, tokens, modality, probe) -> dict:
+    """The model's output `out` and every parameter's gradient of (out * probe).sum() equal the naive per-token
+    reference's to 1e-5; returns the model's gradients."""
+    (out * probe).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    ref = reference_forward(model, tokens, modality)
+    (ref * probe).sum().backward()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, atol=1e-5, rtol=0, msg=f"gradient of {name}")
+    return grads
+
+
 @pytest.mark.parametrize("untie", [ALL, ("ffn", "norm"), ("attn",), ()])
 def test_mot_matches_naive_reference_outputs_and_gradients(untie):
     model = make_model(untie)
     tokens, modality = batch()
     probe = torch.randn(3, 12, VOCAB, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
 
-    out = model(tokens, groups_for(model, modality))
-    (out * probe).sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-
-    ref = reference_forward(model, tokens, modality)
-    (ref * probe).sum().backward()
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, atol=1e-5, rtol=0, msg=f"gradient of {name}")
+    assert_equals_reference(model, model(tokens, groups_for(model, modality)), tokens, modality, probe)
 
 
 def test_mot_with_copies_of_dense_weights_gives_dense_output():

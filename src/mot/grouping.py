@@ -22,12 +22,12 @@ class PermuteRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, perm, inverse):
         ctx.save_for_backward(inverse)
-        return x[perm]
+        return x.index_select(0, perm)  # index_select: a row gather, faster on CPU than x[perm]
 
     @staticmethod
     def backward(ctx, grad):
         (inverse,) = ctx.saved_tensors
-        return grad[inverse], None, None
+        return grad.index_select(0, inverse), None, None
 
 
 @dataclass

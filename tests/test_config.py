@@ -191,6 +191,12 @@ BAD_CONFIGS = {
                                       r"data\.text_only\.path: path '/nonexistent/corpus' does not exist"),
     "unknown text-only source": (lambda c: c["data"].update(text_only={"source": "web"}),
                                  r"data\.text_only\.source: expected one of \['synthetic', 'folder', 'jsonl'\]"),
+    "token shards without streams": (lambda c: c["settings"]["chameleon"].update(sequences={"store": "shards"}),
+                                     r"settings\.chameleon\.sequences\.store: store: shards reads rows in streams; expected sampling: streams"),
+    "streams in transfusion": (lambda c: c["settings"]["transfusion"].update(sequences={"seq_len": 48, "sampling": "streams"}),
+                               r"settings\.transfusion\.sequences\.sampling: streams are built for the chameleon"),
+    "streams that do not cut the batch": (lambda c: c["settings"]["chameleon"].update(sequences={"sampling": "streams", "streams": 5}),
+                                          r"settings\.chameleon\.sequences\.streams: run dense's train\.batch_size \d+ is not a multiple of the 5 streams"),
     "unknown routing": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"moe": {"routing": "top2"}}),
                         r"settings\.chameleon\.runs\.moe4x\.moe\.routing: expected one of \['top1', 'expert_choice'\]"),
 }
@@ -245,6 +251,26 @@ def test_text_only_weight_zero_keeps_every_fingerprint_and_a_weight_adds_the_tex
     again = load_config([write(tmp_path, mixed)])
     assert all(find_run(again, "chameleon", n).fingerprint(again) != find_run(loaded, "chameleon", n).fingerprint(loaded)
                for n in ("dense", "mot"))
+
+
+def test_iid_sampling_from_memory_and_data_workers_keep_every_fingerprint_and_streams_change_their_setting_only(tmp_path):
+    default = load_config([REPO / "configs" / "smoke.yaml"])
+    fingerprints = {(s.setting, s.name): s.fingerprint(default) for s in run_specs(default)}
+    spelled = base()
+    spelled["sequences"].update(sampling="iid", store="memory", streams=16)
+    spelled["train"]["data_workers"] = 3
+    spelled["data"]["token_shard_rows"] = 77  # read only by streams
+    loaded = load_config([write(tmp_path, spelled)])
+    assert {(s.setting, s.name): s.fingerprint(loaded) for s in run_specs(loaded)} == fingerprints
+
+    streamed = base()
+    streamed["settings"]["chameleon"]["sequences"] = {"sampling": "streams", "streams": 4}
+    loaded = load_config([write(tmp_path, streamed)])
+    changed = {s.setting for s in run_specs(loaded) if s.fingerprint(loaded) != fingerprints[(s.setting, s.name)]}
+    assert changed == {"chameleon"}
+    streamed["data"]["token_shard_rows"] = 50  # the streams' shards: another sampler
+    again = load_config([write(tmp_path, streamed)])
+    assert find_run(again, "chameleon", "mot").fingerprint(again) != find_run(loaded, "chameleon", "mot").fingerprint(loaded)
 
 
 def test_text_data_and_its_tokenization_are_planned_only_when_a_mixture_draws_text_only_rows(tmp_path):

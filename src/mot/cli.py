@@ -148,6 +148,11 @@ def cmd_tokenize_text(args) -> int:
     return _logged_stage(args, "tokenize_text", tokenize_text)
 
 
+def cmd_shard_tokens(args) -> int:
+    from mot.tokenizers.stage import shard_tokens
+    return _logged_stage(args, f"token_shards_{args.source}", lambda config, logger: shard_tokens(config, args.source, logger))
+
+
 def cmd_fit_image_vae(args) -> int:
     from mot.tokenizers.stage import fit_image_vae
     return _logged_stage(args, "image_vae", fit_image_vae)
@@ -220,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "text-only document shards (synthetic, or a .txt folder / JSON-lines import) for mixture.text_only"),
         "tokenize-text": (cmd_tokenize_text, _config_arg,
                           "encode the text-only documents with the caption BPE into seq_len rows"),
+        "shard-tokens": (cmd_shard_tokens,
+                         lambda p: (_config_arg(p), p.add_argument("--source", required=True,
+                                                                   choices=["image_text", "text_only", "speech"])),
+                         "the train split's rows of one token source as webdataset token shards (sequences.store: shards)"),
         "fit-image-vae": (cmd_fit_image_vae, _config_arg,
                           "fit the image VAE (Transfusion) on train and save every split's scaled latents"),
         "fit-speech-units": (cmd_fit_speech_units, _config_arg,

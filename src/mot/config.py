@@ -245,12 +245,33 @@ def _semantic_problems(config: dict):
         speech_kinds = [k for k in ("speech_to_text", "text_to_speech", "speech_only") if mixture[k] > 0]
         if speech_kinds and "speech" not in modalities:
             yield at_mixture + [speech_kinds[0]], "a speech sequence kind needs the speech modality (chameleon_speech)"
+        yield from _sampling_problems(config, setting)
     data = config["data"]
     if data["source"] == "coco" and "coco" not in data:
         yield ["data", "coco"], "required when data.source is coco"
         return
     if data["synthetic"]["min_shapes"] > data["synthetic"]["max_shapes"]:
         yield ["data", "synthetic", "min_shapes"], "must be <= data.synthetic.max_shapes"
+
+
+def _sampling_problems(config: dict, setting: str):
+    """Token shards are read in streams; streams are built for the Chameleon settings and cut every batch evenly."""
+    sequences = setting_sequences(config, setting)
+    at = ["settings", setting, "sequences"]
+    if sequences["store"] == "shards" and sequences["sampling"] != "streams":
+        yield at + ["store"], "store: shards reads rows in streams; expected sampling: streams"
+    if sequences["sampling"] != "streams":
+        return
+    if setting == "transfusion":
+        yield at + ["sampling"], "streams are built for the chameleon and chameleon_speech settings; expected iid"
+    kinds = sum(1 for weight in sequences["mixture"].values() if weight > 0)
+    if sequences["streams"] < kinds:
+        yield at + ["streams"], f"{sequences['streams']} streams for {kinds} sequence kinds; expected at least {kinds}"
+    for run in config["settings"][setting]["runs"]:
+        batch = resolve_section(config, setting, run, "train")["batch_size"]
+        if batch % sequences["streams"]:
+            yield at + ["streams"], (f"run {run}'s train.batch_size {batch} is not a multiple of the "
+                                     f"{sequences['streams']} streams")
 
 
 def _parallel_problems(config: dict, setting: str, run: str):
@@ -306,6 +327,10 @@ def fingerprint(*objects: Any) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# train keys that change how a run is computed, not what it computes (the same batches, the same result)
+RESULT_NEUTRAL_TRAIN_KEYS = ("data_workers",)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run of the grid: a (setting, run, seed) with everything resolved."""
@@ -341,7 +366,9 @@ class RunSpec:
 
     def fingerprint(self, config: dict) -> str:
         """Hash of everything that determines this run's result (Snakemake reruns it when it changes)."""
-        return fingerprint({"run": self.as_dict(), "snapshots": self.snapshot_steps(config),
+        run = self.as_dict()
+        run["train"] = {k: v for k, v in self.train.items() if k not in RESULT_NEUTRAL_TRAIN_KEYS}
+        return fingerprint({"run": run, "snapshots": self.snapshot_steps(config),
                             **setting_inputs(config, self.setting)})
 
 
@@ -359,7 +386,17 @@ TEXT_ONLY_SETTINGS = ("chameleon", "chameleon_speech")
 
 def image_data(config: dict) -> dict:
     """The data section without the speech and text-only parts (what the image-text shards depend on)."""
-    return {k: v for k, v in config["data"].items() if k not in ("speech", "text_only")}
+    return {k: v for k, v in config["data"].items() if k not in ("speech", "text_only", "token_shard_rows")}
+
+
+def token_shard_sources(config: dict, setting: str) -> list[str]:
+    """The token sources a setting's training reads from webdataset token shards (sequences.store: shards)."""
+    sequences = setting_sequences(config, setting)
+    if sequences["store"] != "shards":
+        return []
+    mixture = sequences["mixture"]
+    speech = any(mixture.get(k, 0) > 0 for k in ("speech_to_text", "text_to_speech", "speech_only"))
+    return ["image_text"] + (["text_only"] if mixture.get("text_only", 0) > 0 else []) + (["speech"] if speech else [])
 
 
 def setting_sequences(config: dict, setting: str) -> dict:
@@ -386,6 +423,13 @@ def setting_inputs(config: dict, setting: str) -> dict:
     if not sequences["mixture"].get("text_only"):
         # a zero weight is no text-only data at all: such runs keep the fingerprint they had before the kind existed
         sequences["mixture"] = {k: v for k, v in sequences["mixture"].items() if k != "text_only"}
+    # likewise iid sampling from memory (the defaults) leaves the fingerprints of runs from before streams as they were
+    if sequences.pop("store") == "shards":
+        sequences["store"] = "shards"
+    if sequences["sampling"] == "iid":
+        del sequences["sampling"], sequences["streams"]
+    else:
+        sequences["shard_rows"] = config["data"]["token_shard_rows"]  # streams walk shards of this many rows
     inputs = {"data": image_data(config), "sequences": sequences,
               "tokenizers": {k: config["tokenizers"][k] for k in SETTING_TOKENIZERS[setting]}}
     if "speech" in SETTING_TOKENIZERS[setting]:

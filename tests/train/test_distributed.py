@@ -89,7 +89,8 @@ def finished(process: subprocess.Popen) -> str:
 
 
 def run_dir(config, run):
-    return yaml.safe_load(config.read_text())["results_dir"] + f"/dist/chameleon/{run}/train"
+    loaded = yaml.safe_load(config.read_text())
+    return loaded["results_dir"] + f"/{loaded['study']}/chameleon/{run}/train"
 
 
 def metrics(config, run) -> dict[str, list[tuple[int, float]]]:
@@ -147,6 +148,52 @@ def test_fsdp_killed_after_a_checkpoint_resumes_into_one_mlflow_run_and_equals_o
         steps = [s for s, _ in points]
         assert len(steps) == len(set(steps)), f"duplicated steps in {key}"
     assert_same_training(study, "fsdp")  # the same final loss and weights as the uninterrupted 1-process run
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """The tiny study reading webdataset token shards in streams (text-only rows mixed in), and its 1-process run."""
+    root = tmp_path_factory.mktemp("streamed")
+    path = root / "config.yaml"
+    chameleon = CONFIG["settings"]["chameleon"]
+    config = {**CONFIG, "study": "streamed", "results_dir": str(root / "results"),
+              "data": {**CONFIG["data"], "token_shard_rows": 40,
+                       "text_only": {"n_train": 60, "n_val": 8, "sentences_per_doc": 2}},
+              "sequences": {**CONFIG["sequences"], "sampling": "streams", "store": "shards", "streams": 4,
+                            "mixture": {"image_text": 3, "text_only": 1}},
+              "settings": {"chameleon": {**chameleon, "runs": {
+                  "one": chameleon["runs"]["one"],
+                  "ddp": {**chameleon["runs"]["ddp"], "train": {**chameleon["runs"]["ddp"]["train"], "data_workers": 2}},
+              }}}}
+    path.write_text(yaml.safe_dump(config))
+    threads = torch.get_num_threads()
+    try:
+        for stage in ("init-tracking", "data", "text-data", "fit-tokenizers", "tokenize", "tokenize-text"):
+            assert main([stage, "--config", str(path)]) == 0
+        for source in ("image_text", "text_only"):
+            assert main(["shard-tokens", "--config", str(path), "--source", source]) == 0
+        assert main(["train", "--config", str(path), "--setting", "chameleon", "--run", "one"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+def test_ddp_ranks_streaming_their_own_rows_from_token_shards_equal_one_process(streamed):
+    """Each rank builds only its rows of every global batch from the shards (counts summed over ranks), in 2 DataLoader
+    workers taking turns by step: the same losses and weights as one process that builds whole batches itself."""
+    shards = yaml.safe_load(streamed.read_text())["results_dir"] + "/streamed/tokens/shards"
+    assert sorted(os.listdir(f"{shards}/image_text")) == ["manifest.json"] + [f"shard-{i:05d}.tar" for i in range(5)]
+    finished(torchrun(streamed, "ddp"))
+    got, want = metrics(streamed, "ddp"), metrics(streamed, "one")
+    assert "val/loss_text_only" in got
+    for key in ("train/loss", "train/loss_text", "train/loss_image", "val/loss_text", "val/loss_image",
+                "perf/cum_flops"):
+        assert [s for s, _ in got[key]] == [s for s, _ in want[key]], key
+        for (step, a), (_, b) in zip(got[key], want[key]):
+            assert a == pytest.approx(b, abs=1e-5, rel=1e-9), (key, step)
+    a, b = weights(streamed, "ddp"), weights(streamed, "one")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
 
 
 def synthetic_batch(rows=8, seq=12, seed=0):

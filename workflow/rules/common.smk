@@ -1,7 +1,7 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
 from snakemake.logging import logger
 
-from mot.config import (ConfigError, find_run, fingerprint, image_data, missing_paths, run_specs, text_only_seq_len,
+from mot.config import (ConfigError, find_run, fingerprint, image_data, missing_paths, run_specs, text_only_seq_len, token_shard_sources,
                         uses_text_only, validate)
 
 if workflow.config_settings.config:
@@ -64,7 +64,13 @@ TEXT_TOKENS = f"{ROOT}/tokens/text_stats.json"
 
 
 def setting_tokens(wildcards):
-    return SETTING_TOKENS[wildcards.setting] + ([TEXT_TOKENS] if uses_text_only(config, wildcards.setting) else [])
+    return (SETTING_TOKENS[wildcards.setting] + ([TEXT_TOKENS] if uses_text_only(config, wildcards.setting) else [])
+            + [f"{ROOT}/tokens/shards/{source}/manifest.json" for source in token_shard_sources(config, wildcards.setting)])
+
+
+# The tokenized train rows each token source's shards are cut from (sequences.store: shards).
+TOKEN_SOURCE_INPUT = {"image_text": f"{ROOT}/tokens/stats.json", "text_only": TEXT_TOKENS,
+                      "speech": f"{ROOT}/tokens/speech_stats.json"}
 
 
 def train_launch(wildcards) -> str:

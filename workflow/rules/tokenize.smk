@@ -90,3 +90,23 @@ rule tokenize_text:
         runtime=60,
     shell:
         "mot tokenize-text --config {CFG} > {log} 2>&1"
+
+
+rule shard_tokens:
+    """One token source's train rows as webdataset token shards, for settings with sequences.store: shards."""
+    input:
+        lambda wildcards: TOKEN_SOURCE_INPUT[wildcards.source],
+    output:
+        f"{ROOT}/tokens/shards/{{source}}/manifest.json",
+    wildcard_constraints:
+        source="image_text|text_only|speech",
+    params:
+        fingerprint=config_fingerprint("data.token_shard_rows"),
+    log:
+        f"{ROOT}/logs/shard_tokens_{{source}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "mot shard-tokens --config {CFG} --source {wildcards.source} > {log} 2>&1"

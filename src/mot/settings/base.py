@@ -8,6 +8,8 @@ only this interface, never `if setting == ...`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -108,8 +110,24 @@ class Objective:
     def split(self, name: str) -> TokenizedSplit:
         """A tokenized split's captions (and VQ codes), loaded once."""
         if name not in self._splits:
-            self._splits[name] = TokenizedSplit.load(self.paths.tokens / f"{name}.npz")
+            self._splits[name] = self.rows(name, "image_text", TokenizedSplit, self.paths.tokens / f"{name}.npz")
         return self._splits[name]
+
+    def rows(self, split: str, source: str, cls, npz: Path):
+        """A split's rows of one token source (image_text, text_only, speech) as `cls`: the npz loaded whole, or,
+        for training with sequences.store: shards, read from the source's webdataset token shards as needed."""
+        if split == "train" and self.sequences_cfg["store"] == "shards":
+            from mot.data.token_shards import ShardRows, shard_dir
+
+            rows = ShardRows(shard_dir(self.paths.tokens, source), cache_shards=self.sequences_cfg["streams"] + 1)
+            return cls(**{field: rows.field(field) for field in rows.manifest["fields"]})
+        return cls.load(npz)
+
+    def streams(self, split: str) -> dict | None:
+        """The stream sampler's settings of a training builder (sequences.sampling: streams), else None."""
+        if split != "train" or self.sequences_cfg["sampling"] != "streams":
+            return None
+        return {"streams": self.sequences_cfg["streams"], "shard_rows": self.config["data"]["token_shard_rows"]}
 
     def eval_samples(self, split: str) -> int:
         """Number of samples (images with captions) in a tokenized split."""

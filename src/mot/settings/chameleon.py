@@ -38,8 +38,12 @@ class ChameleonSequences:
 
     def __init__(self, split: TokenizedSplit, vocab: Vocabulary, seq_len: int, captioning_fraction: float,
                  group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0, *,
-                 mixture: dict[str, float] | None = None, text_only: TextChunks | None = None):
+                 mixture: dict[str, float] | None = None, text_only: TextChunks | None = None,
+                 streams: dict | None = None):
+        """streams (sequences.sampling: streams): {"streams": n, "shard_rows": rows per (virtual) shard, and
+        optionally "sizes": source -> shard sizes of the sources read from token shards}."""
         self.split, self.vocab, self.seq_len = split, vocab, seq_len
+        self.streams_cfg, self._plans = streams, {}
         self.captioning_fraction, self.caption_dropout = captioning_fraction, caption_dropout
         self.group_of_modality, self.n_groups = tuple(group_of_modality), n_groups
         mixture = {"image_text": 1.0} if mixture is None else mixture
@@ -76,21 +80,60 @@ class ChameleonSequences:
         return kind, self.draw_kind(kind, rng)
 
     def draw_kind(self, kind: str, rng: np.random.Generator) -> np.ndarray:
-        if kind == "text_only":
-            return self.text_only.row(int(rng.integers(0, len(self.text_only))))
-        return self.draw_image_text(rng)
+        return self.sequence_at(kind, int(rng.integers(0, len(self.source(kind)))), rng)
 
     def draw_image_text(self, rng: np.random.Generator) -> np.ndarray:
-        index = int(rng.integers(0, len(self.split)))
+        return self.draw_kind("image_text", rng)
+
+    def source(self, kind: str):
+        """The rows a kind's sequences are built from (a sample's index runs over them)."""
+        return self.text_only if kind == "text_only" else self.split
+
+    def source_name(self, kind: str) -> str:
+        return kind
+
+    def sequence_at(self, kind: str, index: int, rng: np.random.Generator) -> np.ndarray:
+        """A training sequence of `kind` from source row `index`; its other choices (caption, direction) from rng."""
+        if kind == "text_only":
+            return self.text_only.row(index)
         slot = int(rng.integers(0, self.split.n_captions(index)))
         captioning = bool(rng.random() < self.captioning_fraction)
         drop = not captioning and bool(rng.random() < self.caption_dropout)
         return self.sequence(index, slot, captioning, drop)
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        """The batch of a training step: a pure function of (seed, step), so a resumed run sees the same data."""
-        rng = np.random.default_rng([seed, step])
-        return self.collate([self.draw(rng) for _ in range(batch_size)])
+    def stream_plan(self, batch_size: int, seed: int):
+        from mot.data.token_shards import StreamPlan, allocate_streams, shard_sizes
+
+        key = (batch_size, seed)
+        if key not in self._plans:
+            cfg = self.streams_cfg
+            kinds = allocate_streams(dict(zip(self.kinds, self.mixture)), cfg["streams"])
+            names = {self.source_name(k) for k in kinds}
+            sizes = {**{n: shard_sizes(len(self.source(next(k for k in kinds if self.source_name(k) == n))),
+                                       cfg["shard_rows"]) for n in names}, **cfg.get("sizes", {})}
+            self._plans[key] = StreamPlan(kinds, {k: self.source_name(k) for k in kinds}, sizes, batch_size, seed)
+        return self._plans[key]
+
+    def rows_with_kind(self, step: int, batch_size: int, seed: int, rows: range | None = None):
+        """(kind, sequence) of each row of step's global batch (or of `rows` of it), a pure function of (seed, step).
+        iid: each row's kind, sample and choices drawn in turn from one generator of (seed, step). streams: row j
+        from the stream plan, its choices from a generator of (seed, step, j), so any rank builds its rows alone."""
+        if self.streams_cfg is None:
+            if rows is not None:
+                raise ValueError("building only some rows of a batch needs sequences.sampling: streams")
+            rng = np.random.default_rng([seed, step])
+            for _ in range(batch_size):
+                yield self.draw_with_kind(rng)
+            return
+        plan = self.stream_plan(batch_size, seed)
+        for j in range(batch_size) if rows is None else rows:
+            kind, index = plan.row(step, j)
+            yield kind, self.sequence_at(kind, index, np.random.default_rng([seed, step, j]))
+
+    def train_batch(self, step: int, batch_size: int, seed: int, rows: range | None = None) -> Batch:
+        """The batch of a training step (or rows of it): a pure function of (seed, step), so a resumed run sees the
+        same data."""
+        return self.collate([row for _, row in self.rows_with_kind(step, batch_size, seed, rows)])
 
     def eval_sequences(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """Fixed order: sample i with caption i mod (its captions), directions alternating."""
@@ -174,7 +217,7 @@ class ChameleonObjective(Objective):
 
     def text_chunks(self, split: str) -> TextChunks:
         """The split's tokenized text-only rows (train, val)."""
-        return TextChunks.load(text_tokens_path(self.paths.tokens, split))
+        return self.rows(split, "text_only", TextChunks, text_tokens_path(self.paths.tokens, split))
 
     def mixture_and_text(self, split: str) -> dict:
         """The builder's mixture and text-only rows: training draws by the mixture; an eval builder (whose eval
@@ -188,7 +231,8 @@ class ChameleonObjective(Objective):
         seq, plan = self.sequences_cfg, model.cfg.plan
         return ChameleonSequences(self.split(split), self.vocab, self.seq_len, seq["captioning_fraction"],
                                   plan.group_of_modality, plan.n_groups,
-                                  seq["caption_dropout"] if split == "train" else 0.0, **self.mixture_and_text(split))
+                                  seq["caption_dropout"] if split == "train" else 0.0, **self.mixture_and_text(split),
+                                  streams=self.streams(split))
 
     def loss(self, model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return next_token_loss_sums(model(batch.tokens, batch.groups, attn_mask=batch.attn_mask), batch)

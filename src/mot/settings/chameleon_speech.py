@@ -76,10 +76,16 @@ class ChameleonSpeechSequences(ChameleonSequences):
                  "speech_only": ([v.bos], speech, [v.eos])}[kind]
         return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
 
-    def draw_kind(self, kind: str, rng: np.random.Generator) -> np.ndarray:
+    def source(self, kind: str):
+        return self.speech.keys if kind in SPEECH_KINDS else super().source(kind)
+
+    def source_name(self, kind: str) -> str:
+        return "speech" if kind in SPEECH_KINDS else kind
+
+    def sequence_at(self, kind: str, index: int, rng: np.random.Generator) -> np.ndarray:
         if kind in SPEECH_KINDS:
-            return self.speech_sequence(int(rng.integers(0, len(self.speech.keys))), kind)
-        return super().draw_kind(kind, rng)
+            return self.speech_sequence(index, kind)
+        return super().sequence_at(kind, index, rng)
 
     def eval_sequences(self, limit: int | None = None) -> Iterator[np.ndarray]:
         """The Chameleon validation sequences, then every speech sample once, the speech kinds in turn (fixed order)."""
@@ -104,4 +110,5 @@ class ChameleonSpeechObjective(ChameleonObjective):
         return ChameleonSpeechSequences(
             self.split(split), self.vocab, self.seq_len, seq["captioning_fraction"], plan.group_of_modality,
             plan.n_groups, seq["caption_dropout"] if split == "train" else 0.0,
-            speech=SpeechTokens.load(speech_tokens_path(self.paths.tokens, split)), **self.mixture_and_text(split))
+            speech=self.rows(split, "speech", SpeechTokens, speech_tokens_path(self.paths.tokens, split)),
+            **self.mixture_and_text(split), streams=self.streams(split))

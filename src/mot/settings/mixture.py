@@ -3,7 +3,7 @@
 The config gives weights per sequence kind; what a model learns from is tokens. An image–text
 sequence is 64 image tokens and a short caption, a text-only row up to seq_len text tokens, so the
 text:image token ratio follows from the weights and the data. `realised_mixture` draws training
-batches exactly as training does (the generator of each (seed, step)) and counts the tokens that
+batches exactly as training does (`rows_with_kind`, iid or streams) and counts the tokens that
 carry a loss (the targets: a row's tokens after its first, cut to seq_len + 1).
 """
 
@@ -24,7 +24,7 @@ class DrawsKinds(Protocol):
     seq_len: int
     vocab: object
 
-    def draw_with_kind(self, rng: np.random.Generator) -> tuple[str, np.ndarray]: ...
+    def rows_with_kind(self, step: int, batch_size: int, seed: int): ...  # (kind, row) of each row of a batch
 
 
 def realised_mixture(sequences: DrawsKinds, n_batches: int, batch_size: int, seed: int = 0) -> dict:
@@ -34,9 +34,7 @@ def realised_mixture(sequences: DrawsKinds, n_batches: int, batch_size: int, see
     sequences_by_kind: Counter[str] = Counter()
     tokens = {kind: Counter() for kind in sequences.kinds}
     for step in range(n_batches):
-        rng = np.random.default_rng([seed, step])  # as train_batch
-        for _ in range(batch_size):
-            kind, row = sequences.draw_with_kind(rng)
+        for kind, row in sequences.rows_with_kind(step, batch_size, seed):  # the rows train_batch collates
             targets = row[1: sequences.seq_len + 1]
             modality = sequences.vocab.modality_of(torch.from_numpy(np.asarray(targets, dtype=np.int64))).numpy()
             sequences_by_kind[kind] += 1

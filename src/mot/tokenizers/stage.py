@@ -243,3 +243,22 @@ def tokenize_text(config: dict, logger=None) -> dict:
             logger.log_metrics({f"text_only/{split}_{k}": v for k, v in stats[split].items()}, 0)
     (paths.tokens / TEXT_TOKENS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
     return stats
+
+
+TOKEN_SOURCE_FILES = {"image_text": "train.npz", "text_only": "train_text.npz", "speech": "train_speech.npz"}
+
+
+def shard_tokens(config: dict, source: str, logger=None) -> dict:
+    """The train split's rows of one token source (image_text, text_only, speech) as webdataset token shards of
+    data.token_shard_rows samples (tokens/shards/{source}/), read by training with sequences.store: shards."""
+    from mot.data.token_shards import shard_dir, write_row_shards
+
+    paths = StudyPaths.from_config(config)
+    with np.load(paths.tokens / TOKEN_SOURCE_FILES[source]) as f:
+        arrays = {name: f[name] for name in f.files}
+    manifest = write_row_shards(arrays, shard_dir(paths.tokens, source), config["data"]["token_shard_rows"])
+    log.info("token shards %s: %d rows in %d shards", source, manifest["rows"], len(manifest["shards"]))
+    if logger:
+        logger.log_metrics({f"token_shards/{source}_rows": manifest["rows"],
+                            f"token_shards/{source}_shards": len(manifest["shards"])}, 0)
+    return manifest

@@ -65,7 +65,12 @@ def init(train_cfg: dict, device: torch.device) -> World:
     return world
 
 
+_host_group = None  # a gloo group for host-side sums beside NCCL (sum_counts)
+
+
 def teardown() -> None:
+    global _host_group
+    _host_group = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -189,8 +194,29 @@ def rows_of(batch: Batch, start: int, stop: int, group_of_modality, n_groups: in
                  None if batch.attn_mask is None else batch.attn_mask[start:stop])
 
 
-def micro_batches(batch: Batch, world: World, grad_accum: int, group_of_modality, n_groups: int) -> list[Batch]:
-    """This rank's micro-batches of a global batch: rows [rank·n, (rank+1)·n) with n = B / world, in
+def rank_rows(batch_size: int, world: World) -> range:
+    """The rows of every global batch that this rank trains on."""
+    share = batch_size // world.size
+    return range(world.rank * share, (world.rank + 1) * share)
+
+
+def sum_counts(counts: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-modality target counts summed over ranks, as host ints: a gloo all-reduce on CPU tensors (a CPU group
+    beside NCCL), so the loss normaliser of a rank that built only its own rows needs no device sync."""
+    global _host_group
+    if not is_distributed() or dist.get_world_size() == 1:
+        return counts
+    if _host_group is None:
+        _host_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+    total = torch.tensor(counts, dtype=torch.float64)
+    dist.all_reduce(total, group=_host_group)
+    return tuple(int(c) for c in total.tolist())
+
+
+def micro_batches(batch: Batch, world: World, grad_accum: int, group_of_modality, n_groups: int,
+                  rows_of_rank: bool = False) -> list[Batch]:
+    """This rank's micro-batches of a global batch: rows [rank·n, (rank+1)·n) with n = B / world (or all rows of a
+    batch that holds only this rank's rows: rows_of_rank), in
     `grad_accum` equal parts, so the ranks' rows are disjoint and their union is the 1-process batch.
     Each part's target_counts are the global batch's divided by the number of parts over all ranks: the
     objective's loss (sums / counts) then scales so that the averaged, accumulated gradient is the gradient
@@ -198,9 +224,11 @@ def micro_batches(batch: Batch, world: World, grad_accum: int, group_of_modality
     parts = world.size * grad_accum
     if parts == 1:
         return [batch]
-    size = batch.tokens.shape[0] // parts
     scaled = tuple(count / parts for count in batch.target_counts)
-    first = world.rank * grad_accum
+    if rows_of_rank:  # the batch holds only this rank's rows (streams), with the global batch's counts
+        size, first = batch.tokens.shape[0] // grad_accum, 0
+    else:
+        size, first = batch.tokens.shape[0] // parts, world.rank * grad_accum
     return [dataclasses.replace(rows_of(batch, (first + i) * size, (first + i + 1) * size, group_of_modality,
                                         n_groups), target_counts=scaled)
             for i in range(grad_accum)]

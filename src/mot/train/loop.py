@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import math
 import time
 
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from mot.config import RunSpec, flatten
@@ -65,6 +68,7 @@ class Trainer:
             self.model = self.objective.build_model(run).to(self.device)
         self.train_data = self.objective.sequences("train", self.model)
         self.val_data = self.objective.sequences("val", self.model)
+        self.streamed = self.objective.streams("train") is not None
         aux_weight = run.moe["aux_loss_weight"] if run.moe else 0.0
         # activation checkpointing, compile, DDP / FSDP2 applied from outside; the optimizer sees the result
         self.step_model = distributed.parallelize(distributed.TrainingStep(self.model, self.objective, aux_weight),
@@ -160,14 +164,26 @@ class Trainer:
                                                self.world)
         return self.objective.validation_loss(self.model, batches, self.device, modalities, self.autocast)
 
-    def _train_step(self, step: int):
+    def _batches(self, start: int):
+        """The host batches of steps start, start + 1, ...: the global batch, or with streams on several ranks this
+        rank's rows of it; built here or by train.data_workers DataLoader workers ahead of the step."""
+        own_rows = self.streamed and self.world.size > 1
+        dataset = StepBatches(self.train_data, start, self.tcfg["steps"], self.tcfg["batch_size"], self.run.seed,
+                              distributed.rank_rows(self.tcfg["batch_size"], self.world) if own_rows else None)
+        if not self.tcfg["data_workers"]:
+            return iter(dataset)
+        return iter(DataLoader(dataset, batch_size=None, num_workers=self.tcfg["data_workers"], prefetch_factor=2))
+
+    def _train_step(self, step: int, batch):
         """One optimizer step on the (seed, step) global batch: this rank's micro-batches (train.grad_accum),
-        gradients accumulated here and averaged across ranks by DDP / FSDP2. Returns the host global batch,
-        this rank's share of the step's loss and its loss sums (summed across ranks when logged)."""
-        batch = self.train_data.train_batch(step, self.tcfg["batch_size"], self.run.seed)
+        gradients accumulated here and averaged across ranks by DDP / FSDP2. Returns the global batch's target
+        counts and tokens, this rank's share of the step's loss and its loss sums (summed across ranks when logged)."""
         plan = self.model.cfg.plan
+        own_rows = self.streamed and self.world.size > 1
+        if own_rows:  # the loss normaliser is the global batch's target count
+            batch = dataclasses.replace(batch, target_counts=distributed.sum_counts(batch.target_counts))
         parts = distributed.micro_batches(batch, self.world, self.tcfg["grad_accum"], plan.group_of_modality,
-                                          plan.n_groups)
+                                          plan.n_groups, rows_of_rank=own_rows)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.tcfg)
         self.optimizer.zero_grad(set_to_none=True)
@@ -181,7 +197,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg["grad_clip"])
         self.optimizer.step()
         aux = aux.detach() if aux is not None else None
-        return batch, step_loss / (len(parts) * self.world.size), step_sums, aux, grad_norm
+        n_tokens = batch.n_tokens * (self.world.size if self.streamed else 1)  # the global batch's tokens
+        return (batch.target_counts, n_tokens), step_loss / (len(parts) * self.world.size), step_sums, aux, grad_norm
 
     def _loop(self) -> None:
         tcfg, run = self.tcfg, self.run
@@ -190,9 +207,10 @@ class Trainer:
         self.model.train()
         bar = tqdm(range(self.step, tcfg["steps"]), desc=f"train {run.setting}/{run.name}",
                    initial=self.step, total=tcfg["steps"], mininterval=5.0, disable=not self.world.is_main)
+        batches = self._batches(self.step)
         for step in bar:
             t0 = time.perf_counter()
-            batch, loss, sums, aux, grad_norm = self._train_step(step)
+            batch, loss, sums, aux, grad_norm = self._train_step(step, next(batches))
             done = step + 1
             log_now = done % tcfg["log_every"] == 0 or done == tcfg["steps"]
             if log_now and self.device.type == "cuda":
@@ -200,7 +218,7 @@ class Trainer:
             dt = time.perf_counter() - t0
             interval.add(sums, batch, dt, moe_layers)
             self.wall_clock += dt
-            self.tokens_seen += batch.n_tokens
+            self.tokens_seen += batch[1]
             self.step = done
             if log_now:
                 loss_value = float(distributed.sum_across_ranks(loss))
@@ -253,6 +271,24 @@ class Trainer:
         tmp.replace(final)
 
 
+class StepBatches(IterableDataset):
+    """Training batches of steps [start, steps) in order; a DataLoader worker w of n builds steps start + w,
+    start + w + n, ... (the DataLoader hands them back in step order), so resuming at a step replays nothing."""
+
+    def __init__(self, sequences, start: int, steps: int, batch_size: int, seed: int, rows: range | None):
+        self.sequences, self.start, self.steps = sequences, start, steps
+        self.batch_size, self.seed, self.rows = batch_size, seed, rows
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.start + worker, self.steps, workers):
+            if self.rows is None:
+                yield self.sequences.train_batch(step, self.batch_size, self.seed)
+            else:
+                yield self.sequences.train_batch(step, self.batch_size, self.seed, self.rows)
+
+
 class _Interval:
     """Per-modality loss sums (on the device, read once per log interval) and throughput."""
 
@@ -262,16 +298,18 @@ class _Interval:
         self.seconds, self.tokens = 0.0, 0
         self.load_sum, self.load_steps = None, 0
 
-    def add(self, sums: torch.Tensor, batch, seconds: float, moe_layers=()) -> None:
+    def add(self, sums: torch.Tensor, batch: tuple[tuple[int, ...], int], seconds: float, moe_layers=()) -> None:
+        """batch: the global batch's (target counts per modality, tokens)."""
         self.sums += sums.detach()
         loads = [m.last_load for m in moe_layers if m.last_load is not None]
         if loads:  # fraction of tokens per expert, averaged over MoE layers and the interval's steps
             mean_load = torch.stack(loads).mean(0)
             self.load_sum = mean_load if self.load_sum is None else self.load_sum + mean_load
             self.load_steps += 1
-        self.counts = [a + b for a, b in zip(self.counts, batch.target_counts)]
+        counts, n_tokens = batch
+        self.counts = [a + b for a, b in zip(self.counts, counts)]
         self.seconds += seconds
-        self.tokens += batch.n_tokens
+        self.tokens += n_tokens
 
     def moe_load(self) -> list[float]:
         return [] if self.load_sum is None else (self.load_sum / self.load_steps).tolist()

@@ -44,7 +44,7 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # de
 
 
 def measure(size: str, arch: str, batch: int, steps: int, device: str, precision: str, threads: int,
-            compiled: bool, activation_checkpointing: bool) -> dict:
+            compiled: bool, activation_checkpointing: bool, sorted_attention: bool = False) -> dict:
     import torch
 
     from mot.grouping import group_tokens
@@ -61,6 +61,7 @@ def measure(size: str, arch: str, batch: int, steps: int, device: str, precision
     cfg = ModelConfig(vocab_size=s["vocab"], max_seq_len=s["seq_len"], d_model=s["d_model"], n_layers=s["n_layers"],
                       n_heads=s["n_heads"], ffn_hidden=s["ffn_hidden"], plan=plan)
     model = Transformer(cfg).to(device)
+    model.sorted_attention = sorted_attention  # MoT attention over the sorted rows (flex, GPU): no permutations
     for block in model.blocks:  # what training does (mot.train.distributed.parallelize)
         if activation_checkpointing:
             checkpoint_activations(block)
@@ -144,6 +145,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on cuda, fp32 on cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--sorted-attention", action="store_true",
+                        help="MoT attention in modality-sorted order (flex attention; GPU: no CPU backward)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="accelerator peak for MFU (default: looked up from the GPU's name, dense bf16)")
     parser.add_argument("--json", type=Path, default=None, help="write the table here as JSON "
@@ -161,7 +164,7 @@ def main() -> None:
     if args.child:
         size, arch, mode = args.child
         print(json.dumps(measure(size, arch, batch_for(size), args.steps, args.device, precision, args.threads,
-                                 mode == "compiled", args.activation_checkpointing)))
+                                 mode == "compiled", args.activation_checkpointing, args.sorted_attention)))
         return
 
     runs: dict = {}
@@ -175,6 +178,8 @@ def main() -> None:
                         cmd += ["--batch", str(args.batch)]
                     if args.activation_checkpointing:
                         cmd.append("--activation-checkpointing")
+                    if args.sorted_attention:
+                        cmd.append("--sorted-attention")
                     done = subprocess.run(cmd, capture_output=True, text=True)
                     if done.returncode != 0:
                         sys.exit(f"step_time: {size} {arch} {mode} failed:\n{done.stderr[-3000:]}")
@@ -205,7 +210,8 @@ def main() -> None:
                 rows.append(row)
 
     print(f"device={args.device} precision={precision} threads={args.threads} steps={args.steps} "
-          f"repeats={args.repeats} activation_checkpointing={args.activation_checkpointing} peak_tflops={peak}")
+          f"repeats={args.repeats} activation_checkpointing={args.activation_checkpointing} "
+          f"sorted_attention={args.sorted_attention} peak_tflops={peak}")
     print(f"| size | mode | arch | params | step (s) | /dense | tokens/s | MFU | peak MiB | /dense |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -217,7 +223,8 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"device": args.device, "precision": precision, "threads": args.threads,
                                 "steps": args.steps, "repeats": args.repeats, "peak_tflops": peak,
-                                "activation_checkpointing": args.activation_checkpointing, "rows": rows}, indent=1))
+                                "activation_checkpointing": args.activation_checkpointing,
+                                "sorted_attention": args.sorted_attention, "rows": rows}, indent=1))
     print(f"wrote {path}")
 
 

@@ -328,7 +328,7 @@ def fingerprint(*objects: Any) -> str:
 
 
 # train keys that change how a run is computed, not what it computes (the same batches, the same result)
-RESULT_NEUTRAL_TRAIN_KEYS = ("data_workers",)
+RESULT_NEUTRAL_TRAIN_KEYS = ("data_workers", "sorted_attention")
 
 
 @dataclass(frozen=True)

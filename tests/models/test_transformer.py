@@ -197,3 +197,18 @@ def test_cuda_bf16_grouped_gemm_path_matches_the_per_set_path():
     torch.testing.assert_close(grouped, per_set, atol=2e-2, rtol=2e-2)
     reference = model.double().cpu()(tokens, groups).float()
     torch.testing.assert_close(grouped.cpu(), reference, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_in_sorted_order_equals_the_sequence_order_path(qk_norm):
+    """The permutation-free path (flex attention over modality-sorted rows, same-sample causal block mask, RoPE from
+    the original positions) computes what the sequence-order path computes (forward: flex has no CPU backward)."""
+    model = make_model(ALL, qk_norm=qk_norm)
+    tokens, modality = batch(b=3, t=12)
+    groups = groups_for(model, modality)
+    with torch.no_grad():
+        plain = model(tokens, groups)
+        model.sorted_attention = True
+        assert model.attends_in_sorted_order(tokens, groups, None, None)
+        sorted_order = model(tokens, groups)
+    torch.testing.assert_close(sorted_order, plain, atol=1e-10, rtol=0)

@@ -26,6 +26,18 @@ def block_mask_from_dense(mask: torch.Tensor) -> BlockMask:
     return create_block_mask(mask_mod, batch, None, q_len, kv_len, device=dense.device)
 
 
+def sorted_causal_block_mask(sample: torch.Tensor, position: torch.Tensor) -> BlockMask:
+    """Causal attention within each sample for tokens held in modality-sorted order (MoT's residual stream):
+    sorted token i attends to j when both are in the same sample and j's position is not after i's. Attention
+    then runs on the sorted rows themselves, without permuting them back to sequence order and again after."""
+    n = sample.numel()
+
+    def mask_mod(b, h, q, kv):
+        return (sample[q] == sample[kv]) & (position[kv] <= position[q])
+
+    return create_block_mask(mask_mod, 1, None, n, n, device=sample.device)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | BlockMask | None,
            is_causal: bool) -> torch.Tensor:
     """q [B, H, Tq, hd], k/v [B, H, Tk, hd] -> [B, H, Tq, hd]."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mot.models.attention import attend
+from mot.models.attention import attend, sorted_causal_block_mask
 from mot.models.layers import GroupedFFN, GroupedLinear, GroupedNorm
 from mot.grouping import TokenGroups
 from mot.models.plan import ParameterPlan
@@ -93,6 +93,12 @@ class Block(nn.Module):
         if cfg.qk_norm:
             q, k, v = qkv.split(cfg.d_model, dim=-1)
             qkv = torch.cat([self._qk(q, groups, self.q_norm), self._qk(k, groups, self.k_norm), v], dim=-1)
+        if isinstance(attn_mask, SortedAttention):  # attention over the sorted rows: no permutation at all
+            q, k, v = qkv.view(1, batch * seq, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
+            cos, sin = rope
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            y = attend(q, k, v, attn_mask.block_mask, is_causal=False)
+            return self.out(y.transpose(1, 2).reshape(batch * seq, cfg.d_model), groups)
         qkv = groups.to_sequence(qkv)  # back to sequence order for the one global attention
         q, k, v = qkv.view(batch, seq, 3, cfg.n_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
         cos, sin = rope
@@ -119,6 +125,14 @@ class Block(nn.Module):
             return x + self.ffn_norm(self.ffn(x, groups), groups)
         x = x + self.attention(self.attn_norm(x, groups), groups, shape, rope, layer, cache, attn_mask)
         return x + self.ffn(self.ffn_norm(x, groups), groups)
+
+
+@dataclass
+class SortedAttention:
+    """The causal attention of a forward in modality-sorted order: the flex-attention block mask over the sorted
+    tokens (same sample, causal by original position). RoPE uses the original positions."""
+
+    block_mask: object
 
 
 class ImageAdapters(nn.Module):
@@ -180,7 +194,13 @@ class Transformer(nn.Module):
         if positions is None:
             start = cache.length if cache is not None else 0
             positions = torch.arange(start, start + seq, device=tokens.device).expand(batch, seq)
-        rope = (self.rope_cos[positions], self.rope_sin[positions])
+        if self.attends_in_sorted_order(tokens, groups, cache, attn_mask):
+            flat = groups.perm  # sorted row -> flat (b * T + t) index
+            original = positions.reshape(-1)[flat]
+            attn_mask = SortedAttention(sorted_causal_block_mask(torch.div(flat, seq, rounding_mode="floor"), original))
+            rope = (self.rope_cos[original][None], self.rope_sin[original][None])
+        else:
+            rope = (self.rope_cos[positions], self.rope_sin[positions])
         x = self.embed(tokens).reshape(batch * seq, -1)
         if image_embeds is not None:
             index, embeds = image_embeds
@@ -193,6 +213,15 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += seq
         return x
+
+    # attention in modality-sorted order (flex attention over the sorted rows: no row permutations) for causal
+    # forwards without a KV cache; train.sorted_attention turns it on. Flex attention has no CPU backward in this
+    # torch, so on CPU only the forward runs (tests check it against the sequence-order path); opt-in until it has
+    # been measured on a GPU (benchmarks/step_time.py --sorted-attention).
+    sorted_attention: bool = False
+
+    def attends_in_sorted_order(self, tokens, groups: TokenGroups, cache, attn_mask) -> bool:
+        return self.sorted_attention and groups.perm is not None and cache is None and attn_mask is None
 
     def aux_loss(self) -> torch.Tensor | None:
         """Mean load-balancing loss of the MoE layers in the last forward (None without MoE)."""

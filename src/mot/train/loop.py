@@ -66,6 +66,10 @@ class Trainer:
         self.vocab, self.seq_len = self.objective.vocab, self.objective.seq_len
         with torch.device(self.device):  # built where it trains: no full host copy per process at scale
             self.model = self.objective.build_model(run).to(self.device)
+        if self.tcfg["sorted_attention"] and self.device.type != "cuda":
+            raise ValueError(f"{run.setting}/{run.name}: train.sorted_attention needs a GPU (flex attention has no CPU "
+                             f"backward in this torch); expected false on {self.device.type}")
+        self.model.sorted_attention = self.tcfg["sorted_attention"]
         self.train_data = self.objective.sequences("train", self.model)
         self.val_data = self.objective.sequences("val", self.model)
         self.streamed = self.objective.streams("train") is not None

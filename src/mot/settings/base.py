@@ -14,7 +14,6 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
-from torchmetrics.aggregation import MeanMetric
 
 from mot.config import RunSpec, deep_merge
 from mot.data.sequences import Batch, TokenizedSplit
@@ -80,19 +79,20 @@ class Objective:
     @torch.no_grad()
     def validation_loss(self, model: Transformer, batches: Iterable[Batch], device, modalities: Iterable[str],
                         autocast=None) -> dict[str, float]:
-        """Target-weighted mean loss per modality over the whole split (MeanMetric reduces across ranks)."""
+        """Target-weighted mean loss per modality over the whole split, in this process (several ranks reduce with
+        torchmetrics in mot.train.distributed.validation_loss); one host read at the end."""
         model.eval()
-        means = {m: MeanMetric().to(device) for m in modalities}
+        index = [MODALITIES.index(m) for m in modalities]
+        sums, counts = torch.zeros(len(MODALITIES), dtype=torch.float64, device=device), [0] * len(MODALITIES)
         for batch in batches:
             batch = batch.to(device)
             with autocast or torch.autocast(device_type=torch.device(device).type, enabled=False):
-                _, sums = self.loss(model, batch)
-            for m in modalities:
-                count = batch.target_counts[MODALITIES.index(m)]
-                if count:
-                    means[m].update(sums[MODALITIES.index(m)] / count, weight=count)
+                _, batch_sums = self.loss(model, batch)
+            sums += batch_sums.double()
+            counts = [a + b for a, b in zip(counts, batch.target_counts)]
         model.train()
-        return {m: float(metric.compute()) for m, metric in means.items() if metric.update_count}
+        totals = sums.tolist()
+        return {m: totals[i] / counts[i] for m, i in zip(modalities, index) if counts[i]}
 
     def extra_validation(self, model: Transformer, batch_size: int, score: Callable[[Iterable[Batch], tuple], dict],
                          limit: int | None = None) -> dict[str, float]:

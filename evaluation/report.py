@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from evaluation.significance import ALPHA, PValue, SeedStat, seed_stat, standard_error, verdict, welch  # noqa: E402
 from evaluation.scaling import plot_size_sweep, size_sweep_rows  # noqa: E402
 from evaluation.speedup import speedup_fractions  # noqa: E402
-from mot.config import run_specs  # noqa: E402
+from mot.config import run_specs, uses_text_only  # noqa: E402
 from mot.models.accounting import accounting_table  # noqa: E402
 from mot.paths import StudyPaths  # noqa: E402
 from mot.tracking import RunLogger, client_for, experiment_name  # noqa: E402
@@ -151,6 +151,9 @@ class SettingReport:
         self.figures.mkdir(parents=True, exist_ok=True)
         self.client = client_for(config["results_dir"])
         self.modalities = config["settings"][setting]["modalities"]
+        # the validation losses with a curve: one per modality, and text_only (the text-only val rows) when the
+        # mixture trains on them: speed-ups and significance are reported for each
+        self.losses = list(self.modalities) + (["text_only"] if uses_text_only(config, setting) else [])
         self.smoothing = config["report"]["smoothing"]
         self.specs = run_specs(config, setting)
         self.curves: dict[str, dict] = {}      # run name (with seed) -> curves
@@ -162,8 +165,8 @@ class SettingReport:
             if not metrics_file.exists() or not run_id_file.exists():
                 self.missing.append(spec.name)
                 continue
-            curves = load_curves(self.client, run_id_file.read_text().strip(), self.modalities)
-            if any(len(curves[m]["loss"]) == 0 for m in self.modalities):
+            curves = load_curves(self.client, run_id_file.read_text().strip(), self.losses)
+            if any(len(curves[m]["loss"]) == 0 for m in self.losses):
                 self.missing.append(f"{spec.name} (no validation curve in MLflow)")
                 continue
             self.curves[spec.name] = curves
@@ -204,11 +207,11 @@ class SettingReport:
     # --- tables ---------------------------------------------------------------------------
 
     def final_rows(self) -> tuple[list[dict], list[str]]:
-        loss_keys = [f"val/loss_{m}" for m in self.modalities]
+        loss_keys = [f"val/loss_{m}" for m in self.losses]
         others = sorted({k for m in self.final.values() for k in m
                          if "/" in k and not k.startswith("over") and k not in loss_keys})
         columns = []
-        for m in self.modalities:
+        for m in self.losses:
             columns += [f"val/loss_{m}", f"p vs dense ({m})", f"differs from dense ({m})"]
         columns += others
         rows = []
@@ -216,7 +219,7 @@ class SettingReport:
             row = {"run": base, "arch": self.arch[base], "seeds": len(names)}
             for key in loss_keys + others:
                 row[key] = self.final_stat(base, key) or ""
-            for m in self.modalities:
+            for m in self.losses:
                 vs_dense = self.difference(base, "dense", f"val/loss_{m}")
                 row[f"p vs dense ({m})"], row[f"differs from dense ({m})"] = vs_dense["p"], vs_dense["differs"]
             rows.append(row)
@@ -231,7 +234,7 @@ class SettingReport:
         for base, names in self.groups.items():
             if base == "dense":
                 continue
-            for m in self.modalities:
+            for m in self.losses:
                 paired = [speedup_fractions(self.curves[dense_by_seed[self.seed_of[n]]][m], self.curves[n][m],
                                             self.smoothing)
                           for n in names if self.seed_of[n] in dense_by_seed]
@@ -319,7 +322,7 @@ class SettingReport:
 
     def plot_losses(self) -> list[Path]:
         figures = []
-        for m in self.modalities:
+        for m in self.losses:
             for axis in AXES:
                 fig, ax = plt.subplots(figsize=(6.4, 4.2))
                 for base, names in self.groups.items():
@@ -423,7 +426,7 @@ class SettingReport:
         if "mot" not in self.groups or "dense" not in self.groups:
             return ["Needs both a dense and a mot run.", ""]
         lines = []
-        for m in self.modalities:
+        for m in self.losses:
             key = f"val/loss_{m}"
             mot, dense = self.final_stat("mot", key), self.final_stat("dense", key)
             test = self.test_against("mot", "dense", key)
@@ -511,7 +514,7 @@ class SettingReport:
         for base, names in self.groups.items():
             tags[base]["seeds"] = ",".join(str(self.seed_of[n]) for n in names)
             metrics[base]["seeds"] = len(names)
-            for m in self.modalities:
+            for m in self.losses:
                 key = f"val/loss_{m}"
                 stat = self.final_stat(base, key)
                 if stat is not None:

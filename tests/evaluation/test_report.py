@@ -32,12 +32,16 @@ CURVES = {  # val loss before the final point, at STEPS[:-1]
 }
 
 
-def make_study(tmp_path, setting, modalities, runs, finals, curves):
-    """A study whose runs have logged curves and metrics.json; `runs` = config of each run (seeds included)."""
+def make_study(tmp_path, setting, modalities, runs, finals, curves, mixture=None):
+    """A study whose runs have logged curves and metrics.json; `runs` = config of each run (seeds included).
+    A mixture with text_only rows adds the val/loss_text_only curve (finals and curves then hold "text_only")."""
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     config["results_dir"] = str(tmp_path / "results")
     config["eval"]["over_training"]["runs"] = []
     config["settings"] = {setting: {"modalities": modalities, "runs": runs}}
+    if mixture:
+        config["settings"][setting]["sequences"] = {"mixture": mixture}
+        modalities = modalities + ["text_only"]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     config = load_config([path])
@@ -304,3 +308,36 @@ def test_tiny_scaling_config_is_a_three_size_sweep_of_dense_and_mot():
     pairs = size_pairs(run_specs(config, "chameleon"))
     assert [(dense, mot) for dense, mot, _ in pairs] == [("dense-d64", "mot-d64"), ("dense", "mot"),
                                                          ("dense-d256", "mot-d256")]
+
+
+def test_a_mixture_with_text_only_rows_reports_their_speedup_and_significance(tmp_path):
+    """val/loss_text_only (the text-only val rows) is a curve like a modality's: its speed-up against dense and its
+    Welch p are in the tables, the headline and the nested MLflow runs."""
+    finals = {"dense": {**FINAL["dense"], "text_only": [1.11, 1.12, 1.10]},
+              "mot": {**FINAL["mot"], "text_only": [1.07, 1.06, 1.08]}}
+    curves = {"dense": {**CURVES["dense"], "text_only": [5, 2.0, 1.4, 1.2]},
+              "mot": {**CURVES["mot"], "text_only": [5, 1.9, 1.3, 1.10]}}
+    runs = {"dense": {"untie": [], "seeds": [0, 1, 2]}, "mot": {"untie": ["attn", "ffn", "norm"], "seeds": [0, 1, 2]}}
+    config, paths = make_study(tmp_path, "chameleon", ["text", "image"], runs, finals, curves,
+                               mixture={"image_text": 0.6, "text_only": 0.4})
+    report(config, "chameleon")
+    out = paths.report_dir("chameleon")
+
+    row = next(r for r in read_csv(out / "speedup.csv") if r["modality"] == "text_only")
+    target = statistics.mean(finals["dense"]["text_only"])
+
+    def first_crossing(values, target):  # linear between evaluation points, as the report interpolates
+        for (s0, v0), (s1, v1) in zip(zip(STEPS, values), zip(STEPS[1:], values[1:])):
+            if v1 <= target:
+                return s0 + (v0 - target) / (v0 - v1) * (s1 - s0)
+
+    expected = [first_crossing(curves["mot"]["text_only"] + [final], dense) / 400
+                for final, dense in zip(finals["mot"]["text_only"], finals["dense"]["text_only"])]
+    assert expected[0] == pytest.approx(0.7375)  # seed 0: dense ends at 1.11, mot passes it between steps 200 and 300
+    assert row["reached"] == "3/3" and float(row["target_loss"]) == pytest.approx(target)
+    assert float(row["steps_frac"]) == pytest.approx(statistics.mean(expected))
+    final = {r["run"]: r for r in read_csv(out / "final_metrics.csv")}
+    welch = stats.ttest_ind(finals["mot"]["text_only"], finals["dense"]["text_only"], equal_var=False).pvalue
+    assert float(final["mot"]["p vs dense (text_only)"]) == pytest.approx(welch)
+    assert "- text_only: mot" in (out / "report.md").read_text()
+    assert (out / "figures" / "val_loss_text_only_vs_step.png").exists()

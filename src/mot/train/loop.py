@@ -119,9 +119,11 @@ class Trainer:
     def fit(self) -> None:
         try:
             self._resume()
+            if self.step == 0 and self.world.is_main:  # the text:image token ratio it trains on, over <= 4096 rows
+                batches = max(1, min(self.tcfg["steps"], 100, 4096 // self.tcfg["batch_size"]))
+                self.logger.log_metrics(self.objective.mixture_metrics(
+                    self.train_data, batches, self.tcfg["batch_size"], self.run.seed), 0)
             if self.step == 0:
-                self.logger.log_metrics(self.objective.mixture_metrics(  # the text:image token ratio it trains on
-                    self.train_data, min(self.tcfg["steps"], 100), self.tcfg["batch_size"], self.run.seed), 0)
                 self.evaluate_and_log(0)
             self._loop()
             self._save_final()

@@ -37,15 +37,17 @@ def study_rows(study: Path, setting: str) -> list[dict]:
     if not (report / "report.md").exists():
         raise FileNotFoundError(f"{report / 'report.md'}: no report for this study (run its snakemake first)")
     final = {r["run"]: r for r in read_csv(report / "final_metrics.csv")}
+    sweep = read_csv(report / "size_sweep.csv")
     rows = []
-    for row in read_csv(report / "speedup.csv"):
+    # a size sweep pairs each mot with the dense of its size; the speed-up table pairs every run with `dense`
+    for row in [] if sweep else read_csv(report / "speedup.csv"):
         m = row["modality"]
         run, dense = final.get(row["run"], {}), final.get("dense", {})
         rows.append({"study": study.name, "run": row["run"], "modality": m, "seeds": row["seeds"],
                      "reached": row["reached"], "steps_frac": pm(row, "steps_frac", 3),
                      "run final": pm(run, f"val/loss_{m}"), "dense final": pm(dense, f"val/loss_{m}"),
                      "p vs dense": run.get(f"p vs dense ({m})", "")})
-    for row in read_csv(report / "size_sweep.csv"):  # several sizes: mot against the dense of its size
+    for row in sweep:  # several sizes: mot against the dense of its size
         rows.append({"study": study.name, "run": f"mot@{row['size']} ({int(float(row['non_embedding mot'])):,} ne)",
                      "modality": row["modality"], "seeds": row["seeds"], "reached": row["reached"],
                      "steps_frac": pm(row, "steps_frac", 3), "run final": pm(row, "mot final"),

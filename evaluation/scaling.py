@@ -74,6 +74,15 @@ def size_sweep_rows(report) -> list[dict]:
     return rows
 
 
+def _size_ticks(ax, sizes) -> None:
+    """One labelled tick per model size (201k, 3.2M, ...) instead of a crowd of log-axis minor labels."""
+    def label(n: float) -> str:
+        return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
+
+    ax.set_xticks(sorted(set(sizes)), [label(n) for n in sorted(set(sizes))])
+    ax.minorticks_off()
+
+
 def plot_size_sweep(rows: list[dict], modalities, setting: str, path: Path) -> Path | None:
     """Per modality: MoT's steps fraction (± 1 sd over seeds) and both final losses against model size."""
     if not rows:
@@ -88,11 +97,13 @@ def plot_size_sweep(rows: list[dict], modalities, setting: str, path: Path) -> P
         if shown:
             ax.errorbar([xi for xi, _ in shown], [s.mean for _, s in shown],
                         yerr=[s.std or 0.0 for _, s in shown], marker="o", capsize=3, label="mot (reached seeds)")
-        for xi, r in zip(x, mine):
-            ax.annotate(r["reached"], (xi, 1.02), ha="center", fontsize=7)
+        for xi, r in zip(x, mine):  # seeds that reached dense's final loss, just above the dense line
+            ax.annotate(f"reached {r['reached']}", (xi, 1.0), xytext=(0, 4), textcoords="offset points",
+                        ha="center", fontsize=7)
         ax.axhline(1.0, color="grey", ls="--", lw=1, label="dense (1.0)")
         ax.set(xscale="log", xlabel="non-embedding parameters (dense)", ylabel="fraction of dense's steps",
                title=f"{setting}: {m} speed-up vs size")
+        _size_ticks(ax, x)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         ax = axes[1][column]
@@ -101,6 +112,7 @@ def plot_size_sweep(rows: list[dict], modalities, setting: str, path: Path) -> P
             ax.errorbar(x, [v.mean if v else np.nan for v in values], yerr=[(v.std or 0.0) if v else 0.0 for v in values],
                         marker="o", capsize=3, label=name)
         ax.set(xscale="log", xlabel="non-embedding parameters (dense)", ylabel=f"final {m} val loss")
+        _size_ticks(ax, x)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -60,7 +60,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         p = row["p vs dense"]
-        row = {**row, "p vs dense": f"{float(p):.4f}" if p not in ("", None) else ""}
+        shown = "" if p in ("", None) else f"{float(p):.4f}" if float(p) >= 1e-4 else f"{float(p):.1e}"
+        row = {**row, "p vs dense": shown}
         lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
     return "\n".join(lines)
 

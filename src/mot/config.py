@@ -242,7 +242,7 @@ def _semantic_problems(config: dict):
         at_mixture = ["settings", setting, "sequences", "mixture"]
         if not any(mixture.values()):
             yield at_mixture, "at least one sequence kind needs a weight > 0"
-        speech_kinds = [k for k in ("speech_to_text", "text_to_speech", "speech_only") if mixture[k] > 0]
+        speech_kinds = [k for k in SPEECH_KINDS if mixture[k] > 0]
         if speech_kinds and "speech" not in modalities:
             yield at_mixture + [speech_kinds[0]], "a speech sequence kind needs the speech modality (chameleon_speech)"
         yield from _sampling_problems(config, setting)
@@ -372,6 +372,7 @@ class RunSpec:
                             **setting_inputs(config, self.setting)})
 
 
+SPEECH_KINDS = ("speech_to_text", "text_to_speech", "speech_only")  # the sequence kinds of chameleon_speech
 SETTING_MODALITIES = {"chameleon": ("text", "image"), "chameleon_speech": ("text", "image", "speech"),
                       "transfusion": ("text", "image")}
 # The tokenizers (and extra sections) each setting's training data depends on.
@@ -395,7 +396,7 @@ def token_shard_sources(config: dict, setting: str) -> list[str]:
     if sequences["store"] != "shards":
         return []
     mixture = sequences["mixture"]
-    speech = any(mixture.get(k, 0) > 0 for k in ("speech_to_text", "text_to_speech", "speech_only"))
+    speech = any(mixture.get(k, 0) > 0 for k in SPEECH_KINDS)
     return ["image_text"] + (["text_only"] if mixture.get("text_only", 0) > 0 else []) + (["speech"] if speech else [])
 
 
@@ -424,8 +425,8 @@ def setting_inputs(config: dict, setting: str) -> dict:
         # a zero weight is no text-only data at all: such runs keep the fingerprint they had before the kind existed
         sequences["mixture"] = {k: v for k, v in sequences["mixture"].items() if k != "text_only"}
     # likewise iid sampling from memory (the defaults) leaves the fingerprints of runs from before streams as they were
-    if sequences.pop("store") == "shards":
-        sequences["store"] = "shards"
+    if sequences["store"] == "memory":
+        del sequences["store"]
     if sequences["sampling"] == "iid":
         del sequences["sampling"], sequences["streams"]
     else:

@@ -168,20 +168,25 @@ class Stream:
     def index(self, position: int) -> int:
         """The source row at this stream's position (0, 1, ... over all epochs)."""
         epoch, offset = divmod(position, self.epoch_rows)
-        order = self._order(epoch)
-        starts = np.cumsum([0] + [self.sizes[s] for s in order])
+        order, starts = _epoch_layout(self.seed, epoch, self.shards, self.sizes)
         slot = int(np.searchsorted(starts, offset, side="right")) - 1
         shard = order[slot]
         within = _row_order(self.seed, epoch, shard, self.sizes[shard])[offset - starts[slot]]
-        return int(sum(self.sizes[:shard]) + within)
-
-    def _order(self, epoch: int) -> tuple[int, ...]:
-        return _shard_order(self.seed, epoch, self.shards)
+        return int(_shard_offsets(self.sizes)[shard] + within)
 
 
 @lru_cache(maxsize=256)
-def _shard_order(seed: tuple[int, ...], epoch: int, shards: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(shards[i] for i in np.random.default_rng([*seed, epoch]).permutation(len(shards)))
+def _epoch_layout(seed: tuple[int, ...], epoch: int, shards: tuple[int, ...],
+                  sizes: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    """A stream's shards in this epoch's seeded order, and where each starts in the stream's epoch."""
+    order = tuple(shards[i] for i in np.random.default_rng([*seed, epoch]).permutation(len(shards)))
+    return order, np.cumsum([0] + [sizes[s] for s in order])
+
+
+@lru_cache(maxsize=64)
+def _shard_offsets(sizes: tuple[int, ...]) -> np.ndarray:
+    """The first source row of each shard."""
+    return np.cumsum((0,) + sizes)
 
 
 @lru_cache(maxsize=1024)

@@ -19,11 +19,17 @@ def per_set(x: torch.Tensor, sizes: tuple[int, ...], n_sets: int, apply) -> torc
     return torch.cat([apply(chunk, g) for g, chunk in enumerate(x.split(sizes))], dim=0)
 
 
+def _autocast_dtype(x: torch.Tensor):
+    """The dtype autocast computes x's matmuls in on its device, None without autocast."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
 def _grouped_mm_dtype(x: torch.Tensor):
     """bf16 when a sync-free grouped GEMM can run (CUDA + bf16 input or bf16 autocast), else None."""
     if not (x.is_cuda and hasattr(torch, "_grouped_mm")):
         return None
-    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    dtype = _autocast_dtype(x) or x.dtype
     return dtype if dtype == torch.bfloat16 else None
 
 
@@ -50,17 +56,14 @@ class _ChunkedMM(torch.autograd.Function):
         grad = grad.contiguous()
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
-        for g, (chunk, grad_chunk) in enumerate(zip(x.split(ctx.sizes), grad.split(ctx.sizes))):
-            if grad_x is not None:
-                torch.mm(grad_chunk, weight[g].t(), out=grad_x.split(ctx.sizes)[g])
+        grad_x_chunks = grad_x.split(ctx.sizes) if grad_x is not None else [None] * len(ctx.sizes)
+        for g, (chunk, grad_chunk, grad_x_chunk) in enumerate(zip(x.split(ctx.sizes), grad.split(ctx.sizes),
+                                                                  grad_x_chunks)):
+            if grad_x_chunk is not None:
+                torch.mm(grad_chunk, weight[g].t(), out=grad_x_chunk)
             if grad_w is not None:
                 torch.mm(chunk.t(), grad_chunk, out=grad_w[g])
         return grad_x, grad_w, None
-
-
-def _autocast_dtype(x: torch.Tensor):
-    kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, groups) -> torch.Tensor:

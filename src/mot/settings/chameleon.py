@@ -40,8 +40,7 @@ class ChameleonSequences:
                  group_of_modality: Sequence[int], n_groups: int, caption_dropout: float = 0.0, *,
                  mixture: dict[str, float] | None = None, text_only: TextChunks | None = None,
                  streams: dict | None = None):
-        """streams (sequences.sampling: streams): {"streams": n, "shard_rows": rows per (virtual) shard, and
-        optionally "sizes": source -> shard sizes of the sources read from token shards}."""
+        """streams (sequences.sampling: streams): {"streams": n, "shard_rows": rows per (virtual) shard}."""
         self.split, self.vocab, self.seq_len = split, vocab, seq_len
         self.streams_cfg, self._plans = streams, {}
         self.captioning_fraction, self.caption_dropout = captioning_fraction, caption_dropout
@@ -108,9 +107,7 @@ class ChameleonSequences:
         if key not in self._plans:
             cfg = self.streams_cfg
             kinds = allocate_streams(dict(zip(self.kinds, self.mixture)), cfg["streams"])
-            names = {self.source_name(k) for k in kinds}
-            sizes = {**{n: shard_sizes(len(self.source(next(k for k in kinds if self.source_name(k) == n))),
-                                       cfg["shard_rows"]) for n in names}, **cfg.get("sizes", {})}
+            sizes = {self.source_name(k): shard_sizes(len(self.source(k)), cfg["shard_rows"]) for k in kinds}
             self._plans[key] = StreamPlan(kinds, {k: self.source_name(k) for k in kinds}, sizes, batch_size, seed)
         return self._plans[key]
 

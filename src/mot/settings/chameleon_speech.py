@@ -18,10 +18,10 @@ from typing import Iterator
 
 import numpy as np
 
+from mot.config import SPEECH_KINDS
 from mot.settings.chameleon import ChameleonObjective, ChameleonSequences
 from mot.vocabulary import Vocabulary
 
-SPEECH_KINDS = ("speech_to_text", "text_to_speech", "speech_only")
 KINDS = ("image_text", *SPEECH_KINDS)  # text_only comes after these when its weight is > 0
 SPEECH_TOKENS_STATS = "speech_stats.json"
 

@@ -245,16 +245,17 @@ def tokenize_text(config: dict, logger=None) -> dict:
     return stats
 
 
-TOKEN_SOURCE_FILES = {"image_text": "train.npz", "text_only": "train_text.npz", "speech": "train_speech.npz"}
-
-
 def shard_tokens(config: dict, source: str, logger=None) -> dict:
     """The train split's rows of one token source (image_text, text_only, speech) as webdataset token shards of
     data.token_shard_rows samples (tokens/shards/{source}/), read by training with sequences.store: shards."""
+    from mot.data.sequences import text_tokens_path
     from mot.data.token_shards import shard_dir, write_row_shards
+    from mot.settings.chameleon_speech import speech_tokens_path
 
     paths = StudyPaths.from_config(config)
-    with np.load(paths.tokens / TOKEN_SOURCE_FILES[source]) as f:
+    npz = {"image_text": paths.tokens / "train.npz", "text_only": text_tokens_path(paths.tokens, "train"),
+           "speech": speech_tokens_path(paths.tokens, "train")}[source]  # where the tokenize stages wrote them
+    with np.load(npz) as f:
         arrays = {name: f[name] for name in f.files}
     manifest = write_row_shards(arrays, shard_dir(paths.tokens, source), config["data"]["token_shard_rows"])
     log.info("token shards %s: %d rows in %d shards", source, manifest["rows"], len(manifest["shards"]))

@@ -72,7 +72,8 @@ class Trainer:
         self.model.sorted_attention = self.tcfg["sorted_attention"]
         self.train_data = self.objective.sequences("train", self.model)
         self.val_data = self.objective.sequences("val", self.model)
-        self.streamed = self.objective.streams("train") is not None
+        # with streams on several ranks each rank builds only its own rows of every global batch
+        self.own_rows = self.objective.streams("train") is not None and self.world.size > 1
         aux_weight = run.moe["aux_loss_weight"] if run.moe else 0.0
         # activation checkpointing, compile, DDP / FSDP2 applied from outside; the optimizer sees the result
         self.step_model = distributed.parallelize(distributed.TrainingStep(self.model, self.objective, aux_weight),
@@ -173,9 +174,8 @@ class Trainer:
     def _batches(self, start: int):
         """The host batches of steps start, start + 1, ...: the global batch, or with streams on several ranks this
         rank's rows of it; built here or by train.data_workers DataLoader workers ahead of the step."""
-        own_rows = self.streamed and self.world.size > 1
         dataset = StepBatches(self.train_data, start, self.tcfg["steps"], self.tcfg["batch_size"], self.run.seed,
-                              distributed.rank_rows(self.tcfg["batch_size"], self.world) if own_rows else None)
+                              distributed.rank_rows(self.tcfg["batch_size"], self.world) if self.own_rows else None)
         if not self.tcfg["data_workers"]:
             return iter(dataset)
         return iter(DataLoader(dataset, batch_size=None, num_workers=self.tcfg["data_workers"], prefetch_factor=2))
@@ -185,11 +185,10 @@ class Trainer:
         gradients accumulated here and averaged across ranks by DDP / FSDP2. Returns the global batch's target
         counts and tokens, this rank's share of the step's loss and its loss sums (summed across ranks when logged)."""
         plan = self.model.cfg.plan
-        own_rows = self.streamed and self.world.size > 1
-        if own_rows:  # the loss normaliser is the global batch's target count
+        if self.own_rows:  # the loss normaliser is the global batch's target count
             batch = dataclasses.replace(batch, target_counts=distributed.sum_counts(batch.target_counts))
         parts = distributed.micro_batches(batch, self.world, self.tcfg["grad_accum"], plan.group_of_modality,
-                                          plan.n_groups, rows_of_rank=own_rows)
+                                          plan.n_groups, rows_of_rank=self.own_rows)
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.tcfg)
         self.optimizer.zero_grad(set_to_none=True)
@@ -203,7 +202,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg["grad_clip"])
         self.optimizer.step()
         aux = aux.detach() if aux is not None else None
-        n_tokens = batch.n_tokens * (self.world.size if self.streamed else 1)  # the global batch's tokens
+        n_tokens = batch.n_tokens * (self.world.size if self.own_rows else 1)  # the global batch's tokens
         return (batch.target_counts, n_tokens), step_loss / (len(parts) * self.world.size), step_sums, aux, grad_norm
 
     def _loop(self) -> None:

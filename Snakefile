@@ -18,5 +18,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        expand(f"{ROOT}/{{setting}}/report/report.md", setting=SETTINGS),
+        [str(PATHS.report_md(setting)) for setting in SETTINGS],
     default_target: True

@@ -1,25 +1,23 @@
-"""Per-study evaluation references, fitted once in the DAG: the tiny CLIP (CLIP score, and FID
-features offline) and the FID reference statistics of the real eval-split images, with the
-random-codes sanity baseline."""
+"""Evaluation references, fitted once in the DAG: the tiny CLIP (CLIP score, and FID features offline) and
+the FID reference statistics of the real eval-split images (once per study), and each setting's
+random-tokenizer-input FID floor (once per setting; its evaluations read it)."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-import numpy as np
 import torch
 
 from evaluation.clip import TinyClipConfig, retrieval_recall_at_1, train_tiny_clip
 from evaluation.clip_score import clip_score
-from evaluation.fid import fid_against_reference, get_feature_extractor, reference_statistics, save_statistics
+from evaluation.fid import (fid_against_reference, get_feature_extractor, load_statistics, reference_statistics,
+                            save_statistics)
 from mot.data.shards import load_split_arrays
 from mot.paths import StudyPaths
-from mot.tokenizers.image_vq import VQVAE
-from mot.tokenizers.stage import IMAGE_TOKENIZER
+from mot.settings import objective_for
 
 log = logging.getLogger("mot.references")
-CLIP_FILE = "clip.pt"
 
 
 def clip_config(config: dict, image_size: int) -> TinyClipConfig:
@@ -52,38 +50,50 @@ def fit_clip(config: dict, logger=None) -> dict:
     if logger:
         logger.log_metrics({f"clip/{k}": v for k, v in recall.items()}, c["steps"])
     paths.references.mkdir(parents=True, exist_ok=True)
-    clip.save(paths.references / CLIP_FILE)
+    clip.save(paths.clip)
     return recall
 
 
 def feature_extractor(config: dict):
     paths = StudyPaths.from_config(config)
-    return get_feature_extractor(config["eval"]["fid_extractor"], clip=paths.references / CLIP_FILE,
+    return get_feature_extractor(config["eval"]["fid_extractor"], clip=paths.clip,
                                  inception_weights=config["eval"]["inception_weights"])
 
 
 def fid_reference(config: dict, logger=None) -> dict:
-    """FID statistics of the real eval-split images, and the FID of images decoded from uniformly random
-    VQ codes (`eval/fid_random`, the floor a trained model must beat)."""
+    """FID statistics of the real eval-split images, and the FID of n held-out real images against them."""
     paths = StudyPaths.from_config(config)
     torch.set_num_threads(config["train"]["threads"])
     extractor = feature_extractor(config)
     _, images, _ = load_split_arrays(paths.data, config["eval"]["split"])
     stats = reference_statistics(images, extractor)
-    vq = VQVAE.load(paths.tokenizers / IMAGE_TOKENIZER)
     n = config["eval"]["images"]["n"]
-    rng = np.random.default_rng(config["eval"]["images"]["seed"])
-    random_codes = torch.as_tensor(rng.integers(0, vq.cfg.codebook_size, size=(n, vq.tokens_per_image(images.shape[1]))))
-    fid_random = fid_against_reference(vq.decode(random_codes).numpy(), stats, extractor)
     # a real-vs-real floor: n held-out real images against the statistics of the whole split
     fid_real = fid_against_reference(images[-n:], stats, extractor)
-    summary = {"extractor": extractor.name, "reference_images": int(len(images)), "fid_random": fid_random,
-               "fid_real_subset": fid_real}
-    log.info("FID reference (%s, %d images): random codes %.2f, real subset %.2f", extractor.name, len(images),
-             fid_random, fid_real)
+    summary = {"extractor": extractor.name, "reference_images": int(len(images)), "fid_real_subset": fid_real}
+    log.info("FID reference (%s, %d images): real subset %.2f", extractor.name, len(images), fid_real)
     if logger:
-        logger.log_metrics({"fid/random_codes": fid_random, "fid/real_subset": fid_real}, 0)
+        logger.log_metrics({"fid/real_subset": fid_real}, 0)
     paths.references.mkdir(parents=True, exist_ok=True)
     save_statistics(stats, paths.fid_reference(extractor.name))
     paths.fid_summary(extractor.name).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def fid_random(config: dict, setting: str, logger=None) -> dict:
+    """The FID of the setting's images decoded from random tokenizer inputs (uniform VQ codes, or prior latents):
+    the floor a trained generator must beat, as `eval/fid_random` of every run; computed once per setting."""
+    paths = StudyPaths.from_config(config)
+    torch.set_num_threads(config["train"]["threads"])
+    extractor, images_cfg = feature_extractor(config), config["eval"]["images"]
+    objective = objective_for(config, setting)
+    n = min(images_cfg["n"], objective.eval_samples(config["eval"]["split"]))  # as many as a run generates
+    random_images = objective.random_images(n, images_cfg["seed"])
+    fid = fid_against_reference(random_images, load_statistics(paths.fid_reference(extractor.name)), extractor)
+    summary = {"setting": setting, "extractor": extractor.name, "images": n, "fid_random": fid}
+    log.info("%s: FID of %d images from random tokenizer inputs %.2f (%s)", setting, n, fid, extractor.name)
+    if logger:
+        logger.log_metrics({"fid/random": fid}, 0)
+    paths.fid_random(setting).parent.mkdir(parents=True, exist_ok=True)
+    paths.fid_random(setting).write_text(json.dumps(summary, indent=2))
     return summary

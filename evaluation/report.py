@@ -32,7 +32,7 @@ from evaluation.significance import ALPHA, PValue, SeedStat, seed_stat, standard
 from evaluation.scaling import plot_size_sweep, size_sweep_rows  # noqa: E402
 from evaluation.speedup import speedup_fractions  # noqa: E402
 from mot.config import run_specs, uses_text_only  # noqa: E402
-from mot.models.accounting import accounting_table  # noqa: E402
+from mot.settings.accounting import accounting_table  # noqa: E402
 from mot.paths import StudyPaths  # noqa: E402
 from mot.tracking import RunLogger, client_for, experiment_name  # noqa: E402
 

@@ -18,13 +18,12 @@ from evaluation.captioning import (caption_scores_from_files, cider_from_files, 
 from evaluation.clip import TinyClip
 from evaluation.clip_score import clip_score
 from evaluation.fid import fid_against_reference, load_statistics
-from evaluation.references import CLIP_FILE, feature_extractor
+from evaluation.references import feature_extractor
 from mot.config import RunSpec
 from mot.data.shards import encode_png, load_split_arrays
 from mot.paths import StudyPaths
 from mot.runtime import autocast_for, pick_device
 from mot.settings import objective_for
-from mot.tokenizers.stage import FIT_SUMMARY, TEXT_TOKENIZER
 from mot.tokenizers.text_bpe import TextTokenizer
 from mot.tracking import RunLogger
 
@@ -43,13 +42,13 @@ class Evaluator:
         final = torch.load(paths.final_checkpoint(run.setting, run.name), map_location=self.device, weights_only=False)
         self.final_step, self.final_state = final["step"], final["model"]
         self.model = self.objective.build_model(run).to(self.device).eval()
-        self.text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
+        self.text = TextTokenizer.load(paths.text_tokenizer)
         self.n_samples = self.objective.eval_samples(self.ecfg["split"])
         _, self.images, self.references = load_split_arrays(paths.data, self.ecfg["split"])
-        self.clip = TinyClip.load(paths.references / CLIP_FILE)
+        self.clip = TinyClip.load(paths.clip)
         self.extractor = feature_extractor(config)
         self.fid_stats = load_statistics(paths.fid_reference(self.extractor.name))
-        self._fid_random: float | None = None
+        self.fid_random = json.loads(paths.fid_random(run.setting).read_text())["fid_random"]  # the setting's floor
         self.out_dir = paths.eval_dir(run.setting, run.name)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -81,14 +80,7 @@ class Evaluator:
         return {"eval/fid": fid_against_reference(images, self.fid_stats, self.extractor),
                 "eval/clip_score": clip_score(self.clip, images, prompts),
                 "eval/clip_score_shuffled": clip_score(self.clip, images, shuffled),
-                "eval/fid_random": self.fid_random(n)}
-
-    def fid_random(self, n: int) -> float:
-        """FID of images decoded from random tokenizer inputs: the floor a trained generator must beat."""
-        if self._fid_random is None:
-            random_images = self.objective.random_images(n, self.ecfg["images"]["seed"])
-            self._fid_random = fid_against_reference(random_images, self.fid_stats, self.extractor)
-        return self._fid_random
+                "eval/fid_random": self.fid_random}
 
     def at_step(self, step: int, final: bool) -> dict:
         metrics = {**self.caption_metrics(step, final), **self.image_metrics(step, final)}
@@ -119,10 +111,10 @@ def evaluate(config: dict, run: RunSpec) -> dict:
     losses.update(ev.objective.extra_validation(ev.model, ev.ecfg["batch_size"], score))  # e.g. text_only
     metrics = {f"val/loss_{name}": v for name, v in losses.items()}
     metrics.update(ev.at_step(ev.final_step, final=True))
-    constant = json.loads((paths.tokenizers / FIT_SUMMARY).read_text())["most_frequent_caption"]
+    constant = json.loads(paths.fit_summary.read_text())["most_frequent_caption"]
     metrics["eval/cider_constant"] = constant_caption_cider(ev.out_dir, constant)
     metrics["eval/caption_images"] = float(min(ev.ecfg["caption_images"], ev.n_samples))
-    (ev.out_dir / "metrics.json").write_text(json.dumps(
+    paths.eval_metrics(run.setting, run.name).write_text(json.dumps(
         {"step": ev.final_step, **metrics, "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
     logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, ev.final_step)
     logger.log_artifacts(ev.out_dir, "eval")

@@ -14,12 +14,13 @@ BIN = Path(sys.executable).parent
 OFFLINE = REPO / "tests" / "offline"
 
 
-def snakemake(*args, cwd=REPO, check=False, timeout=900, offline=False) -> subprocess.CompletedProcess:
+def snakemake(*args, cwd=REPO, check=False, timeout=900, offline=False, pythonpath=()) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI of this environment on the repository's Snakefile
-    (offline=True: every Python process of the run has its network blocked)."""
+    (offline=True: every Python process of the run has its network blocked; pythonpath: folders its
+    processes import from, e.g. where a setting module of one's own lives)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    if offline:
-        env["PYTHONPATH"] = os.pathsep.join([str(OFFLINE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    folders = [*map(str, pythonpath), *([str(OFFLINE)] if offline else []), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(folders).strip(os.pathsep)
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, check=check, timeout=timeout)

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from mot.config import ConfigError, find_run, load_config, run_specs
+from mot.config import ConfigError, find_run, load_config, run_fingerprint, run_specs
 from tests.conftest import REPO, snakemake
 
 
@@ -169,20 +169,30 @@ BAD_CONFIGS = {
     "repeated seed of a setting": (lambda c: c["settings"]["chameleon"].update(seeds=[1, 1]),
                                    r"settings\.chameleon\.seeds: .*non-unique"),
     "unknown setting": (lambda c: c["settings"].update(flamingo={"modalities": ["text"], "runs": {"dense": {}}}),
-                        r"settings\.flamingo: unknown key \(expected one of: chameleon, chameleon_speech, transfusion\)"),
+                        r"settings\.flamingo: unknown setting \(expected one of: chameleon, chameleon_speech, transfusion, "
+                        r"or `module:` naming your setting's module\)"),
+    "setting module without an objective": (
+        lambda c: c["settings"].update(flamingo={"module": "mot.grouping", "modalities": ["text"], "runs": {"dense": {}}}),
+        r"settings\.flamingo\.module: module 'mot\.grouping' has no OBJECTIVE"),
+    "setting module that is not there": (
+        lambda c: c["settings"].update(flamingo={"module": "my_lab.flamingo", "modalities": ["text"],
+                                                 "runs": {"dense": {}}}),
+        r"settings\.flamingo\.module: no module 'my_lab\.flamingo'"),
     "bad run name": (lambda c: c["settings"]["chameleon"]["runs"].update({"My Run": {}}), r"settings\.chameleon\.runs"),
     "unknown feature extractor": (lambda c: c["eval"].update(fid_extractor="dinov2"),
                                   r"eval\.fid_extractor: expected one of \['tiny_clip', 'inception'\], got 'dinov2'"),
     "setting with the wrong modalities": (lambda c: c["settings"]["transfusion"].update(modalities=["text", "image", "speech"]),
                                           r"settings\.transfusion\.modalities: expected \['text', 'image'\] for the transfusion setting"),
     "speech sequences without speech": (lambda c: c["settings"]["chameleon"].update(sequences={"mixture": {"speech_only": 0.5}}),
-                                        r"settings\.chameleon\.sequences\.mixture\.speech_only: a speech sequence kind needs"),
+                                        r"settings\.chameleon\.sequences\.mixture\.speech_only: the chameleon setting draws no speech_only sequences "
+                                        r"\(its kinds: image_text, text_only\); expected weight 0"),
     "empty mixture": (lambda c: c["sequences"].update(mixture={"image_text": 0}),
                       r"settings\.chameleon\.sequences\.mixture: at least one sequence kind"),
     "unknown sequence kind": (lambda c: c["settings"]["chameleon_speech"].update(sequences={"mixture": {"video": 1}}),
                               r"settings\.chameleon_speech\.sequences\.mixture\.video: unknown key"),
     "text-only rows in transfusion": (lambda c: c["settings"]["transfusion"].update(sequences={"seq_len": 48, "mixture": {"text_only": 1}}),
-                                      r"settings\.transfusion\.sequences\.mixture\.text_only: text-only sequences are drawn by the chameleon"),
+                                      r"settings\.transfusion\.sequences\.mixture\.text_only: the transfusion setting draws no text_only "
+                                      r"sequences \(its kinds: image_text\)"),
     "text-only import without a path": (lambda c: (c["data"].update(text_only={"source": "jsonl"}),
                                                    c["settings"]["chameleon"].update(sequences={"mixture": {"text_only": 1}})),
                                         r"data\.text_only\.path: required when data\.text_only\.source is jsonl"),
@@ -194,7 +204,7 @@ BAD_CONFIGS = {
     "token shards without streams": (lambda c: c["settings"]["chameleon"].update(sequences={"store": "shards"}),
                                      r"settings\.chameleon\.sequences\.store: store: shards reads rows in streams; expected sampling: streams"),
     "streams in transfusion": (lambda c: c["settings"]["transfusion"].update(sequences={"seq_len": 48, "sampling": "streams"}),
-                               r"settings\.transfusion\.sequences\.sampling: streams are built for the chameleon"),
+                               r"settings\.transfusion\.sequences\.sampling: the transfusion setting draws no streams; expected iid"),
     "streams that do not cut the batch": (lambda c: c["settings"]["chameleon"].update(sequences={"sampling": "streams", "streams": 5}),
                                           r"settings\.chameleon\.sequences\.streams: run dense's train\.batch_size \d+ is not a multiple of the 5 streams"),
     "unknown routing": (lambda c: c["settings"]["chameleon"]["runs"].update(moe4x={"moe": {"routing": "top2"}}),
@@ -235,42 +245,42 @@ def test_not_a_mapping_and_missing_file(tmp_path):
 
 def test_text_only_weight_zero_keeps_every_fingerprint_and_a_weight_adds_the_text_data_to_its_setting_only(tmp_path):
     default = load_config([REPO / "configs" / "smoke.yaml"])
-    fingerprints = {(s.setting, s.name): s.fingerprint(default) for s in run_specs(default)}
+    fingerprints = {(s.setting, s.name): run_fingerprint(default, s) for s in run_specs(default)}
     spelled = base()
     spelled["sequences"]["mixture"] = {"text_only": 0.0}
     spelled["data"]["text_only"] = {"n_train": 5}  # unused: no setting draws text-only rows
     loaded = load_config([write(tmp_path, spelled)])
-    assert {(s.setting, s.name): s.fingerprint(loaded) for s in run_specs(loaded)} == fingerprints
+    assert {(s.setting, s.name): run_fingerprint(loaded, s) for s in run_specs(loaded)} == fingerprints
 
     mixed = base()
     mixed["settings"]["chameleon"]["sequences"] = {"mixture": {"text_only": 0.5}}
     loaded = load_config([write(tmp_path, mixed)])
-    changed = {(s.setting, s.name) for s in run_specs(loaded) if s.fingerprint(loaded) != fingerprints[(s.setting, s.name)]}
+    changed = {(s.setting, s.name) for s in run_specs(loaded) if run_fingerprint(loaded, s) != fingerprints[(s.setting, s.name)]}
     assert changed == {("chameleon", name) for name in ("dense", "mot", "moe4x")}
     mixed["data"]["text_only"] = {"sentences_per_doc": 6}
     again = load_config([write(tmp_path, mixed)])
-    assert all(find_run(again, "chameleon", n).fingerprint(again) != find_run(loaded, "chameleon", n).fingerprint(loaded)
+    assert all(run_fingerprint(again, find_run(again, "chameleon", n)) != run_fingerprint(loaded, find_run(loaded, "chameleon", n))
                for n in ("dense", "mot"))
 
 
 def test_iid_sampling_from_memory_and_data_workers_keep_every_fingerprint_and_streams_change_their_setting_only(tmp_path):
     default = load_config([REPO / "configs" / "smoke.yaml"])
-    fingerprints = {(s.setting, s.name): s.fingerprint(default) for s in run_specs(default)}
+    fingerprints = {(s.setting, s.name): run_fingerprint(default, s) for s in run_specs(default)}
     spelled = base()
     spelled["sequences"].update(sampling="iid", store="memory", streams=16)
     spelled["train"]["data_workers"] = 3
     spelled["data"]["token_shard_rows"] = 77  # read only by streams
     loaded = load_config([write(tmp_path, spelled)])
-    assert {(s.setting, s.name): s.fingerprint(loaded) for s in run_specs(loaded)} == fingerprints
+    assert {(s.setting, s.name): run_fingerprint(loaded, s) for s in run_specs(loaded)} == fingerprints
 
     streamed = base()
     streamed["settings"]["chameleon"]["sequences"] = {"sampling": "streams", "streams": 4}
     loaded = load_config([write(tmp_path, streamed)])
-    changed = {s.setting for s in run_specs(loaded) if s.fingerprint(loaded) != fingerprints[(s.setting, s.name)]}
+    changed = {s.setting for s in run_specs(loaded) if run_fingerprint(loaded, s) != fingerprints[(s.setting, s.name)]}
     assert changed == {"chameleon"}
     streamed["data"]["token_shard_rows"] = 50  # the streams' shards: another sampler
     again = load_config([write(tmp_path, streamed)])
-    assert find_run(again, "chameleon", "mot").fingerprint(again) != find_run(loaded, "chameleon", "mot").fingerprint(loaded)
+    assert run_fingerprint(again, find_run(again, "chameleon", "mot")) != run_fingerprint(loaded, find_run(loaded, "chameleon", "mot"))
 
 
 def test_text_data_and_its_tokenization_are_planned_only_when_a_mixture_draws_text_only_rows(tmp_path):

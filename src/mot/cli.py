@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from mot.config import ConfigError, find_run, load_config, run_specs
+from mot.config import ConfigError, find_run, load_config, run_fingerprint, run_specs
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
 def cmd_check(args) -> int:
     config = load_config(args.config)
     for spec in run_specs(config):
-        print(f"{spec.setting}/{spec.name}: arch={spec.arch} untie={list(spec.untie)} fingerprint={spec.fingerprint(config)}")
+        print(f"{spec.setting}/{spec.name}: arch={spec.arch} untie={list(spec.untie)} fingerprint={run_fingerprint(config, spec)}")
     return 0
 
 
@@ -43,8 +43,7 @@ def cmd_init_tracking(args) -> int:
 
 def _data_logger(config, run_name: str):
     from mot.paths import StudyPaths
-    from mot.tracking import DATA_EXPERIMENT, RunLogger, experiment_name
-    from mot.config import flatten
+    from mot.tracking import DATA_EXPERIMENT, RunLogger, experiment_name, flatten
 
     paths = StudyPaths.from_config(config)
     return RunLogger.start_or_resume(
@@ -69,7 +68,7 @@ def cmd_data(args) -> int:
 
     config = load_config(args.config)
     out_dir = StudyPaths.from_config(config).data
-    _log_manifest(config, "data", build_dataset(config["data"], out_dir), out_dir / "manifest.json")
+    _log_manifest(config, "data", build_dataset(config["data"], out_dir), StudyPaths.manifest(out_dir))
     return 0
 
 
@@ -79,7 +78,7 @@ def cmd_speech_data(args) -> int:
 
     config = load_config(args.config)
     out_dir = StudyPaths.from_config(config).speech_data
-    _log_manifest(config, "speech_data", build_speech(config, out_dir), out_dir / "manifest.json")
+    _log_manifest(config, "speech_data", build_speech(config, out_dir), StudyPaths.manifest(out_dir))
     return 0
 
 
@@ -89,7 +88,7 @@ def cmd_text_data(args) -> int:
 
     config = load_config(args.config)
     out_dir = StudyPaths.from_config(config).text_data
-    _log_manifest(config, "text_data", build_text(config, out_dir), out_dir / "manifest.json", count="documents")
+    _log_manifest(config, "text_data", build_text(config, out_dir), StudyPaths.manifest(out_dir), count="documents")
     return 0
 
 
@@ -100,7 +99,7 @@ def cmd_mixture(args) -> int:
     config = load_config(args.config)
     run = run_specs(config, args.setting)[0]  # what a builder draws does not depend on the run
     objective = objective_for(config, args.setting)
-    sequences = objective.sequences("train", _PlanOnly(objective, run))
+    sequences = objective.sequences("train", _ConfigOnlyModel(objective, run))
     if not hasattr(sequences, "draw_with_kind"):
         print(f"{args.setting}: its sequence builder has no mixture of kinds to measure", file=sys.stderr)
         return 2
@@ -116,7 +115,7 @@ def cmd_mixture(args) -> int:
     return 0
 
 
-class _PlanOnly:
+class _ConfigOnlyModel:
     """A model stand-in for building sequences: the builders read only the model config's parameter plan."""
 
     def __init__(self, objective, run):
@@ -173,6 +172,11 @@ def cmd_fid_reference(args) -> int:
     return _logged_stage(args, "fid_reference", fid_reference)
 
 
+def cmd_fid_random(args) -> int:
+    from evaluation.references import fid_random
+    return _logged_stage(args, f"fid_random_{args.setting}", lambda config, logger: fid_random(config, args.setting, logger))
+
+
 def cmd_train(args) -> int:
     from mot.train.loop import train
 
@@ -198,7 +202,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from mot.models.accounting import accounting_table
+    from mot.settings.accounting import accounting_table
 
     config = load_config(args.config_file, check_paths=False)  # sizes need no data on this machine
     rows = accounting_table(config)
@@ -234,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fit-speech-units": (cmd_fit_speech_units, _config_arg,
                              "fit k-means speech units on train audio and encode every split (chameleon_speech)"),
         "fit-clip": (cmd_fit_clip, _config_arg, "train the tiny CLIP used for CLIP score (and offline FID features)"),
-        "fid-reference": (cmd_fid_reference, _config_arg, "FID statistics of the real eval images + random-codes baseline"),
+        "fid-reference": (cmd_fid_reference, _config_arg, "FID statistics of the real eval images"),
+        "fid-random": (cmd_fid_random, lambda p: (_config_arg(p), p.add_argument("--setting", required=True)),
+                       "a setting's FID floor: images from random tokenizer inputs (read by its evaluations)"),
         "train": (cmd_train, _run_args, "train one run (resumes from its last checkpoint)"),
         "evaluate": (cmd_evaluate, _run_args, "evaluate one trained run (val loss, CIDEr, FID, CLIP score; also at snapshots)"),
         "report": (cmd_report, lambda p: (_config_arg(p), p.add_argument("--setting", required=True)),

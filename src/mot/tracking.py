@@ -7,11 +7,13 @@ resumed run never logs a (metric, step) it already holds.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -155,3 +157,13 @@ class RunLogger:
 def quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config as flat `a.b.c` -> string params (what MLflow stores)."""
+    if isinstance(config, dict):
+        flat: dict[str, str] = {}
+        for key, value in config.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): json.dumps(config) if isinstance(config, (list, type(None))) else str(config)}

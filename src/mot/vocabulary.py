@@ -13,7 +13,6 @@ import torch
 from mot.grouping import modality_id
 
 TEXT, IMAGE, SPEECH = modality_id("text"), modality_id("image"), modality_id("speech")
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,6 @@ class Vocabulary:
         return dict(self.__dict__)
 
 
-def load_vocabulary(tokenizers_dir: Path) -> Vocabulary:
-    """The text + image vocabulary written by the fit-tokenizers stage."""
-    return Vocabulary(**json.loads((Path(tokenizers_dir) / VOCAB_FILE).read_text()))
+def load_vocabulary(path: Path) -> Vocabulary:
+    """The text + image vocabulary written by the fit-tokenizers stage (StudyPaths.vocab)."""
+    return Vocabulary(**json.loads(Path(path).read_text()))

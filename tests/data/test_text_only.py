@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from mot.config import load_config
-from mot.data.sequences import TEXT_TOKENS_STATS, TextChunks, text_tokens_path
+from mot.data.sequences import TextChunks
 from mot.data.shards import DataError, load_manifest, write_split
 from mot.data.stage import build_text
 from mot.data.synthetic import iter_synthetic
 from mot.data.text import (HeldOutCaptions, TextDocument, build_text_dataset, import_split_indices,
                            iter_synthetic_documents, read_text_split, write_text_split)
 from mot.paths import StudyPaths
-from mot.tokenizers.stage import TEXT_TOKENIZER, tokenize_text
+from mot.tokenizers.stage import tokenize_text
 from mot.tokenizers.text_bpe import TextTokenizer
 from tests.conftest import REPO
 
@@ -193,14 +193,14 @@ def test_tokenize_text_encodes_with_the_caption_bpe(tmp_path, held_out):
     config["settings"]["chameleon"]["sequences"] = {"mixture": {"text_only": 1.0}}
     paths = StudyPaths.from_config(config)
     text = TextTokenizer.fit(captions_of(300, seed=5), vocab_size=256)  # fitted on captions only
-    text.save(paths.tokenizers / TEXT_TOKENIZER)
+    text.save(paths.text_tokenizer)
     build_text_dataset(SYNTHETIC, paths.text_data, held_out)
     stats = tokenize_text(config)
     width = config["sequences"]["seq_len"] + 1
-    assert json.loads((paths.tokens / TEXT_TOKENS_STATS).read_text()) == stats
+    assert json.loads(paths.text_stats.read_text()) == stats
     assert stats["row_tokens"] == width
     for split in ("train", "val"):
-        chunks = TextChunks.load(text_tokens_path(paths.tokens, split))
+        chunks = TextChunks.load(paths.split_text(split))
         docs = [t for _, t in read_text_split(paths.text_data, split)]
         assert stats[split]["documents"] == len(docs) and stats[split]["rows"] == len(chunks)
         assert chunks.ids.shape[1] == width and chunks.lengths.max() <= width

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from mot.config import load_config, run_specs
-from mot.models.accounting import accounting_table, expected_vocab_size, paper_formulas
-from mot.models.factory import build_model, model_config
+from mot.models.accounting import paper_formulas
+from mot.settings.accounting import accounting_table
+from mot.models.factory import model_config
 from mot.settings import objective_for
 from tests.conftest import REPO
 
@@ -63,7 +64,7 @@ def test_params_equal_the_counted_parameters_of_every_built_model(config):
 
 
 def test_differences_to_dense_follow_the_paper_formulas_with_real_widths(config):
-    vocab, seq_len = expected_vocab_size(config), config["sequences"]["seq_len"]
+    vocab, seq_len = objective_for(config, "chameleon").expected_vocab_size(), config["sequences"]["seq_len"]
     rows = {(r["setting"], r["run"]): r["params_total"] for r in accounting_table(config)}
     dense_cfg = model_config(run_specs(config, "chameleon")[0], vocab, seq_len)
     formulas = paper_formulas(model_config([r for r in run_specs(config) if r.name == "moe4x"][0], vocab, seq_len), 2)

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from mot.config import load_config
-from mot.data.sequences import IGNORE, TokenizedSplit
+from mot.data.sequences import IGNORE, SpeechTokens, TokenizedSplit
 from mot.settings import objective_for
 from mot.settings.chameleon import ChameleonSequences
-from mot.settings.chameleon_speech import (KINDS, SPEECH_KINDS, SPEECH_TOKENS_STATS, ChameleonSpeechSequences,
-                                           SpeechTokens)
+from mot.settings.chameleon_speech import KINDS, SPEECH_KINDS, ChameleonSpeechSequences
 from mot.vocabulary import IMAGE, SPEECH, TEXT, Vocabulary
 from tests.conftest import REPO
 
@@ -84,7 +83,7 @@ def test_objective_vocabulary_adds_the_fitted_speech_units_after_text_and_image(
     objective.paths.tokens.mkdir(parents=True)
     text_image = Vocabulary(text_size=20, image_codes=8, pad=0, bos=1, eos=2, boi=3, eoi=4)
     (objective.paths.tokenizers / "vocab.json").write_text(json.dumps(text_image.as_dict()))
-    (objective.paths.tokens / SPEECH_TOKENS_STATS).write_text(json.dumps({"n_units": 6}))
+    objective.paths.speech_stats.write_text(json.dumps({"n_units": 6}))
     assert objective.vocab == VOCAB
 
 

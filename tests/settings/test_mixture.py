@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mot.config import find_run, load_config
-from mot.data.sequences import TextChunks, TokenizedSplit, text_tokens_path
+from mot.data.sequences import TextChunks, TokenizedSplit
 from mot.settings import objective_for
 from mot.settings.chameleon import ChameleonSequences
 from mot.settings.chameleon_speech import ChameleonSpeechSequences
@@ -136,7 +136,7 @@ def objective_with_tokens(tmp_path, text_only: float):
     (objective.paths.tokenizers / "vocab.json").write_text(json.dumps(VOCAB.as_dict()))
     for name in ("train", "val"):
         split(6).save(objective.paths.tokens / f"{name}.npz")
-        text_chunks(7).save(text_tokens_path(objective.paths.tokens, name))
+        text_chunks(7).save(objective.paths.split_text(name))
     return config, objective
 
 

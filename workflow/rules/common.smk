@@ -1,8 +1,10 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
 from snakemake.logging import logger
 
-from mot.config import (ConfigError, find_run, fingerprint, image_data, missing_paths, run_specs, text_only_seq_len, token_shard_sources,
-                        uses_text_only, validate)
+from mot.config import (ConfigError, evaluation_fingerprint, find_run, missing_paths, run_fingerprint, run_specs,
+                        setting_stage_fingerprint, stage_fingerprint, token_shard_sources, uses_text_only, validate)
+from mot.paths import TOKEN_SOURCES, StudyPaths
+from mot.settings import objective_class
 
 if workflow.config_settings.config:
     raise WorkflowError("--config overrides are not passed on to the `mot` stages: put them in a YAML file and add it with --configfile")
@@ -19,7 +21,7 @@ if DRY_RUN:
     for line in missing_paths(config, CONFIG_FILES):
         logger.warning(f"config warning: {line} (planned anyway: this is a dry run)")
 
-ROOT = f"{config['results_dir']}/{config['study']}"
+PATHS = StudyPaths.from_config(config)  # every file name the rules use (src/mot/paths.py)
 CFG = " ".join(CONFIG_FILES)
 SETTINGS = list(config["settings"])
 RUNS = {setting: [spec.name for spec in run_specs(config, setting)] for setting in SETTINGS}
@@ -31,46 +33,26 @@ wildcard_constraints:
     run="|".join(sorted({r for runs in RUNS.values() for r in runs}, key=len, reverse=True)),
 
 
-def config_value(key):
-    """A resolved (defaults-filled) config value by its dotted key, e.g. "eval.clip"."""
-    value = config
-    for part in key.split("."):
-        value = value[part]
-    return value
+def stage_params(stage: str) -> str:
+    """A stage's `params` rerun trigger: the fingerprint of the config keys it reads (mot.config.inputs.STAGE_KEYS)."""
+    return stage_fingerprint(config, stage)
 
 
-def config_fingerprint(*keys):
-    """Canonical hash of the config values a stage's outputs depend on: its `params` rerun trigger."""
-    return fingerprint([config_value(key) for key in keys])
+def run_params(wildcards) -> str:
+    return run_fingerprint(config, find_run(config, wildcards.setting, wildcards.run))
 
 
-def run_fingerprint(wildcards):
-    return find_run(config, wildcards.setting, wildcards.run).fingerprint(config)
-
-
-def image_data_fingerprint(*keys):
-    """config_fingerprint over the image-text data (data.speech excluded) and the given keys."""
-    return fingerprint([image_data(config)] + [config_value(key) for key in keys])
-
-
-# The tokenized data each setting trains on (the stage outputs its train and evaluate jobs need).
-SETTING_TOKENS = {
-    "chameleon": [f"{ROOT}/tokens/stats.json"],
-    "chameleon_speech": [f"{ROOT}/tokens/stats.json", f"{ROOT}/tokens/speech_stats.json"],
-    "transfusion": [f"{ROOT}/tokens/stats.json", f"{ROOT}/tokens/latents_stats.json"],
-}
-# ... and by its mixture: text-only rows (so data/text is built only when some setting draws them).
-TEXT_TOKENS = f"{ROOT}/tokens/text_stats.json"
+def evaluation_params(wildcards) -> str:
+    return evaluation_fingerprint(config, find_run(config, wildcards.setting, wildcards.run))
 
 
 def setting_tokens(wildcards):
-    return (SETTING_TOKENS[wildcards.setting] + ([TEXT_TOKENS] if uses_text_only(config, wildcards.setting) else [])
-            + [f"{ROOT}/tokens/shards/{source}/manifest.json" for source in token_shard_sources(config, wildcards.setting)])
-
-
-# The tokenized train rows each token source's shards are cut from (sequences.store: shards).
-TOKEN_SOURCE_INPUT = {"image_text": f"{ROOT}/tokens/stats.json", "text_only": TEXT_TOKENS,
-                      "speech": f"{ROOT}/tokens/speech_stats.json"}
+    """The tokenized data a setting's train and evaluate jobs read: the files its Objective declares, the text-only
+    rows its mixture draws (so data/text is built only when some setting draws them), and its token shards."""
+    setting = wildcards.setting
+    return ([str(getattr(PATHS, name)) for name in objective_class(config, setting).token_files]
+            + ([str(PATHS.text_stats)] if uses_text_only(config, setting) else [])
+            + [str(PATHS.manifest(PATHS.token_shards(source))) for source in token_shard_sources(config, setting)])
 
 
 def train_launch(wildcards) -> str:

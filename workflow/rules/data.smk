@@ -1,9 +1,9 @@
 rule init_tracking:
     """Create the MLflow store and every experiment once: concurrent first writers into a new sqlite store crash."""
     output:
-        f"{ROOT}/tracking.json",
+        str(PATHS.tracking_marker),
     log:
-        f"{ROOT}/logs/init_tracking.log",
+        str(PATHS.log("init_tracking")),
     threads: 1
     resources:
         mem_mb=2000,
@@ -17,11 +17,11 @@ rule data:
     input:
         rules.init_tracking.output,
     output:
-        f"{ROOT}/data/manifest.json",
+        str(PATHS.manifest(PATHS.data)),
     params:
-        fingerprint=image_data_fingerprint(),
+        fingerprint=stage_params("data"),
     log:
-        f"{ROOT}/logs/data.log",
+        str(PATHS.log("data")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -35,11 +35,11 @@ rule speech_data:
     input:
         rules.data.output,
     output:
-        f"{ROOT}/data/speech/manifest.json",
+        str(PATHS.manifest(PATHS.speech_data)),
     params:
-        fingerprint=config_fingerprint("data.speech", "data.shard_size", "data.max_bad_fraction"),
+        fingerprint=stage_params("speech_data"),
     log:
-        f"{ROOT}/logs/speech_data.log",
+        str(PATHS.log("speech_data")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -54,11 +54,11 @@ rule text_data:
     input:
         rules.data.output,
     output:
-        f"{ROOT}/data/text/manifest.json",
+        str(PATHS.manifest(PATHS.text_data)),
     params:
-        fingerprint=image_data_fingerprint("data.text_only"),
+        fingerprint=stage_params("text_data"),
     log:
-        f"{ROOT}/logs/text_data.log",
+        str(PATHS.log("text_data")),
     threads: 1
     resources:
         mem_mb=4000,

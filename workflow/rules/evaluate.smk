@@ -3,11 +3,11 @@ rule fit_clip:
     input:
         rules.data.output,
     output:
-        f"{ROOT}/references/clip.pt",
+        str(PATHS.clip),
     params:
-        fingerprint=config_fingerprint("eval.clip", "eval.split"),
+        fingerprint=stage_params("fit_clip"),
     log:
-        f"{ROOT}/logs/fit_clip.log",
+        str(PATHS.log("fit_clip")),
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -17,17 +17,15 @@ rule fit_clip:
 
 
 rule fid_reference:
-    """FID statistics of the real eval-split images, once per data set, and the random-codes baseline."""
+    """FID statistics of the real eval-split images, once per data set."""
     input:
         rules.fit_clip.output,
-        rules.fit_tokenizers.output,
     output:
-        f"{ROOT}/references/fid_{config['eval']['fid_extractor']}.npz",
+        str(PATHS.fid_reference(config["eval"]["fid_extractor"])),
     params:
-        fingerprint=config_fingerprint("eval.split", "eval.fid_extractor", "eval.inception_weights",
-                                       "eval.images.n", "eval.images.seed"),
+        fingerprint=stage_params("fid_reference"),
     log:
-        f"{ROOT}/logs/fid_reference.log",
+        str(PATHS.log("fid_reference")),
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -36,17 +34,36 @@ rule fid_reference:
         "mot fid-reference --config {CFG} > {log} 2>&1"
 
 
+rule fid_random:
+    """A setting's FID floor: images decoded from random tokenizer inputs, once per setting."""
+    input:
+        setting_tokens,
+        rules.fid_reference.output,
+    output:
+        str(PATHS.fid_random("{setting}")),
+    params:
+        fingerprint=lambda w: setting_stage_fingerprint(config, "fid_random", w.setting),
+    log:
+        str(PATHS.log("fid_random", "{setting}")),
+    threads: THREADS
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    shell:
+        "mot fid-random --config {CFG} --setting {wildcards.setting} > {log} 2>&1"
+
+
 rule evaluate:
     """Val loss, CIDEr, FID and CLIP score (final step and snapshots), logged into the training run."""
     input:
         rules.train.output,
-        rules.fid_reference.output,
+        rules.fid_random.output,
     output:
-        f"{ROOT}/{{setting}}/{{run}}/eval/metrics.json",
+        str(PATHS.eval_metrics("{setting}", "{run}")),
     params:
-        fingerprint=lambda w: fingerprint(run_fingerprint(w), config["eval"]),
+        fingerprint=evaluation_params,
     log:
-        f"{ROOT}/logs/evaluate/{{setting}}/{{run}}.log",
+        str(PATHS.log("evaluate", "{setting}", "{run}")),
     threads: THREADS
     resources:
         mem_mb=8000,

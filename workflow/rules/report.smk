@@ -5,18 +5,18 @@ rule report:
     """Per setting: loss curves, eval curves, speed-up / ablation / accounting tables, logged to MLflow.
     `snakemake --report results/report.html` gathers the flagged outputs into one HTML page."""
     input:
-        lambda w: expand(f"{ROOT}/{w.setting}/{{run}}/eval/metrics.json", run=RUNS[w.setting]),
+        lambda w: [str(PATHS.eval_metrics(w.setting, run)) for run in RUNS[w.setting]],
     output:
-        md=f"{ROOT}/{{setting}}/report/report.md",
-        figures=report(directory(f"{ROOT}/{{setting}}/report/figures"), patterns=["{name}.png"],
+        md=str(PATHS.report_md("{setting}")),
+        figures=report(directory(str(PATHS.report_dir("{setting}") / "figures")), patterns=["{name}.png"],
                        caption="../report/figure.rst", category="{setting}", subcategory="figures"),
-        tables=[report(f"{ROOT}/{{setting}}/report/{table}.csv", caption="../report/table.rst",
+        tables=[report(str(PATHS.report_dir("{setting}") / f"{table}.csv"), caption="../report/table.rst",
                        category="{setting}", subcategory="tables", labels={"table": table})
                 for table in ("speedup", "final_metrics", "ablations", "merges", "size_sweep", "accounting")],
     params:
-        fingerprint=config_fingerprint("report"),
+        fingerprint=stage_params("report"),
     log:
-        f"{ROOT}/logs/report/{{setting}}.log",
+        str(PATHS.log("report", "{setting}")),
     threads: 1
     resources:
         mem_mb=4000,

@@ -3,11 +3,11 @@ rule fit_tokenizers:
     input:
         rules.data.output,
     output:
-        f"{ROOT}/tokenizers/vocab.json",
+        str(PATHS.vocab),
     params:
-        fingerprint=image_data_fingerprint("tokenizers.text", "tokenizers.image_vq"),
+        fingerprint=stage_params("fit_tokenizers"),
     log:
-        f"{ROOT}/logs/fit_tokenizers.log",
+        str(PATHS.log("fit_tokenizers")),
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -21,12 +21,11 @@ rule tokenize:
     input:
         rules.fit_tokenizers.output,
     output:
-        f"{ROOT}/tokens/stats.json",
+        str(PATHS.tokens_stats),
     params:
-        fingerprint=image_data_fingerprint("tokenizers.text", "tokenizers.image_vq", "sequences.max_caption_tokens",
-                                           "sequences.seq_len"),
+        fingerprint=stage_params("tokenize"),
     log:
-        f"{ROOT}/logs/tokenize.log",
+        str(PATHS.log("tokenize")),
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -40,11 +39,11 @@ rule fit_image_vae:
     input:
         rules.data.output,
     output:
-        f"{ROOT}/tokens/latents_stats.json",
+        str(PATHS.latents_stats),
     params:
-        fingerprint=image_data_fingerprint("tokenizers.image_vae"),
+        fingerprint=stage_params("fit_image_vae"),
     log:
-        f"{ROOT}/logs/fit_image_vae.log",
+        str(PATHS.log("fit_image_vae")),
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -59,12 +58,11 @@ rule fit_speech_units:
         rules.speech_data.output,
         rules.fit_tokenizers.output,
     output:
-        f"{ROOT}/tokens/speech_stats.json",
+        str(PATHS.speech_stats),
     params:
-        fingerprint=config_fingerprint("data.speech", "tokenizers.speech", "tokenizers.text",
-                                       "sequences.max_caption_tokens"),
+        fingerprint=stage_params("fit_speech_units"),
     log:
-        f"{ROOT}/logs/fit_speech_units.log",
+        str(PATHS.log("fit_speech_units")),
     threads: THREADS
     resources:
         mem_mb=6000,
@@ -79,11 +77,11 @@ rule tokenize_text:
         rules.text_data.output,
         rules.fit_tokenizers.output,
     output:
-        TEXT_TOKENS,
+        str(PATHS.text_stats),
     params:
-        fingerprint=fingerprint(image_data_fingerprint("data.text_only", "tokenizers.text"), text_only_seq_len(config)),
+        fingerprint=stage_params("tokenize_text"),
     log:
-        f"{ROOT}/logs/tokenize_text.log",
+        str(PATHS.log("tokenize_text")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -95,15 +93,15 @@ rule tokenize_text:
 rule shard_tokens:
     """One token source's train rows as webdataset token shards, for settings with sequences.store: shards."""
     input:
-        lambda wildcards: TOKEN_SOURCE_INPUT[wildcards.source],
+        lambda wildcards: str(PATHS.source_stats(wildcards.source)),
     output:
-        f"{ROOT}/tokens/shards/{{source}}/manifest.json",
+        str(PATHS.manifest(PATHS.token_shards("{source}"))),
     wildcard_constraints:
-        source="image_text|text_only|speech",
+        source="|".join(TOKEN_SOURCES),
     params:
-        fingerprint=config_fingerprint("data.token_shard_rows"),
+        fingerprint=stage_params("shard_tokens"),
     log:
-        f"{ROOT}/logs/shard_tokens_{{source}}.log",
+        str(PATHS.log("shard_tokens_{source}")),
     threads: 1
     resources:
         mem_mb=4000,

@@ -3,12 +3,12 @@ rule train:
     input:
         setting_tokens,
     output:
-        f"{ROOT}/{{setting}}/{{run}}/train/final.pt",
+        str(PATHS.final_checkpoint("{setting}", "{run}")),
     params:
-        fingerprint=run_fingerprint,
+        fingerprint=run_params,
         launch=train_launch,  # mot, or torchrun (one process per GPU), or srun + torchrun on several nodes
     log:
-        f"{ROOT}/logs/train/{{setting}}/{{run}}.log",
+        str(PATHS.log("train", "{setting}", "{run}")),
     threads: train_resource("threads")
     resources:
         mem_mb=8000,

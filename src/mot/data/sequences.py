@@ -49,13 +49,6 @@ class TokenizedSplit:
         return int((self.caption_lengths[index] > 0).sum())
 
 
-TEXT_TOKENS_STATS = "text_stats.json"
-
-
-def text_tokens_path(tokens_dir: Path, split: str) -> Path:
-    """The tokenized text-only documents of a split (`mot tokenize-text`)."""
-    return Path(tokens_dir) / f"{split}_text.npz"
-
 
 @dataclass
 class TextChunks:
@@ -96,6 +89,33 @@ class TextChunks:
 
 
 @dataclass
+class SpeechTokens:
+    """Per sample of a split (same order as its images): speech unit ids and the spoken transcript's text ids."""
+
+    units: np.ndarray              # [N, Lu] unit ids (no offset), padded with -1
+    unit_lengths: np.ndarray       # [N]
+    transcripts: np.ndarray        # [N, Lt] text ids, padded with -1
+    transcript_lengths: np.ndarray  # [N]
+    keys: np.ndarray
+
+    def save(self, path: Path) -> None:
+        tmp = Path(path).with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **self.__dict__)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "SpeechTokens":
+        with np.load(path) as f:
+            return cls(**{k: f[k] for k in ("units", "unit_lengths", "transcripts", "transcript_lengths", "keys")})
+
+    def unit_ids(self, index: int) -> np.ndarray:
+        return self.units[index, : self.unit_lengths[index]]
+
+    def transcript(self, index: int) -> np.ndarray:
+        return self.transcripts[index, : self.transcript_lengths[index]]
+
+
+@dataclass
 class ImagePatches:
     """Continuous image tokens of a batch (Transfusion): which flat positions of the [B, T] batch are
     latent patches, their clean values, the noise and timestep each one is trained at."""
@@ -111,6 +131,13 @@ class ImagePatches:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return ImagePatches(move(self.index), move(self.clean), move(self.noise), move(self.timesteps),
                             move(self.noised), self.n_noised)
+
+    def rows(self, start: int, stop: int, seq_len: int) -> "ImagePatches":
+        """The patches of batch rows [start, stop), their positions relative to row `start`."""
+        keep = (self.index >= start * seq_len) & (self.index < stop * seq_len)
+        noised = self.noised[keep]
+        return ImagePatches(self.index[keep] - start * seq_len, self.clean[keep], self.noise[keep],
+                            self.timesteps[keep], noised, int(noised.sum()))
 
 
 @dataclass
@@ -134,6 +161,17 @@ class Batch:
     def n_tokens(self) -> int:
         return self.tokens.numel()
 
+    def rows(self, start: int, stop: int, group_of_modality, n_groups: int) -> "Batch":
+        """Rows [start, stop) of a host batch, regrouped by modality on the host (no device sync in the model),
+        with the rows' own target counts; latent patches follow their rows."""
+        slice_ = lambda t: None if t is None else t[start:stop]  # noqa: E731
+        image = None if self.image is None else self.image.rows(start, stop, self.tokens.shape[1])
+        input_modality, targets, target_modality = map(slice_, (self.input_modality, self.targets,
+                                                                self.target_modality))
+        return Batch(self.tokens[start:stop], targets, input_modality, target_modality,
+                     group_tokens(input_modality, group_of_modality, n_groups),
+                     target_counts(targets, target_modality, image), image, slice_(self.attn_mask))
+
 
 
 
@@ -156,7 +194,12 @@ def collate_token_rows(sequences: list[np.ndarray], seq_len: int, pad: int, moda
     return Batch(tokens, targets, input_modality, target_modality, groups, counts)
 
 
-def target_counts(targets: torch.Tensor, target_modality: torch.Tensor) -> tuple[int, ...]:
-    """Non-ignored targets per modality (host ints: the loss is averaged without a device sync)."""
+def target_counts(targets: torch.Tensor, target_modality: torch.Tensor,
+                  image: ImagePatches | None = None) -> tuple[int, ...]:
+    """What each modality's loss is averaged over, as host ints (no device sync): its non-ignored targets;
+    with continuous image patches, the image count is the noised patches (the diffusion loss is theirs)."""
     counted = targets != IGNORE
-    return tuple(int(((target_modality == m) & counted).sum()) for m in range(len(MODALITIES)))
+    counts = [int(((target_modality == m) & counted).sum()) for m in range(len(MODALITIES))]
+    if image is not None:
+        counts[MODALITIES.index("image")] = image.n_noised
+    return tuple(counts)

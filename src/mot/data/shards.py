@@ -23,7 +23,8 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
-MANIFEST_NAME = "manifest.json"
+from mot.paths import MANIFEST
+
 T = TypeVar("T")
 BAD_REASONS = ("missing_image", "unreadable_image", "empty_caption", "non_utf8_caption")
 
@@ -208,7 +209,7 @@ def sha256_file(path: Path) -> str:
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
     """Write ``{out_dir}/manifest.json`` atomically: its presence means every shard it lists is complete."""
-    path = Path(out_dir) / MANIFEST_NAME
+    path = Path(out_dir) / MANIFEST
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
@@ -234,7 +235,7 @@ def check_bad_fraction(split: str, entry: dict, max_bad_fraction: float) -> None
 
 
 def load_manifest(data_dir: Path) -> dict:
-    path = Path(data_dir) / MANIFEST_NAME
+    path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: not found (run `mot data` first, or it did not finish)")
     try:
@@ -262,7 +263,7 @@ def read_records(
     for shard in shard_entries:
         path = data_dir / shard["path"]
         if not path.is_file():
-            raise DataError(f"{path}: shard listed in {MANIFEST_NAME} is missing")
+            raise DataError(f"{path}: shard listed in {MANIFEST} is missing")
         if verify:
             _verify_sha256(path, shard["sha256"])
         yield from _read_shard(path, shard["n_samples"], decode)
@@ -288,7 +289,7 @@ def load_split_arrays(data_dir: Path, split: str) -> tuple[list[str], np.ndarray
 def _split_entry(manifest: dict, data_dir: Path, split: str) -> dict:
     splits = manifest.get("splits", {})
     if split not in splits:
-        raise DataError(f"{data_dir / MANIFEST_NAME}: no split {split!r} (have {sorted(splits)})")
+        raise DataError(f"{data_dir / MANIFEST}: no split {split!r} (have {sorted(splits)})")
     return splits[split]
 
 

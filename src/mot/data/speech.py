@@ -27,9 +27,9 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import soundfile as sf
 
-from mot.config import ConfigError
+from mot.config.files import ConfigError
 from mot.data.shards import (
-    BadSample, DataError, MANIFEST_NAME, check_bad_fraction, load_manifest, read_records, require_fields,
+    BadSample, DataError, MANIFEST, check_bad_fraction, load_manifest, read_records, require_fields,
     write_manifest, write_records,
 )
 
@@ -371,7 +371,7 @@ def load_speech_split(data_dir: Path, split: str) -> tuple[list[str], list[np.nd
 def _speech_manifest_fields(manifest: dict, data_dir: Path) -> tuple[str, int]:
     audio_format, sample_rate = manifest.get("audio_format"), manifest.get("sample_rate")
     if audio_format not in AUDIO_FORMATS or not isinstance(sample_rate, int):
-        raise DataError(f"{data_dir / MANIFEST_NAME}: not a speech manifest (needs audio_format and sample_rate)")
+        raise DataError(f"{data_dir / MANIFEST}: not a speech manifest (needs audio_format and sample_rate)")
     return audio_format, sample_rate
 
 
@@ -444,7 +444,7 @@ def _build(
     max_bad_fraction: float,
 ) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # an old manifest must not vouch for shards being rewritten
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # an old manifest must not vouch for shards being rewritten
     splits = {}
     for split, (samples, total) in samples_by_split.items():
         for stale in out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].tar"):

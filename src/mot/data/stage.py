@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mot.data.coco import iter_coco_captions
-from mot.data.shards import MANIFEST_NAME, DataError, Sample, check_bad_fraction, write_manifest, write_split
+from mot.data.shards import MANIFEST, DataError, Sample, check_bad_fraction, write_manifest, write_split
 from mot.data.synthetic import iter_synthetic
 
 logger = logging.getLogger("mot.data")
@@ -106,7 +106,7 @@ def _format_reasons(entry: dict) -> str:
 
 def _remove_previous_manifest(out_dir: Path) -> None:
     # An old manifest must not vouch for shards this run is about to overwrite.
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
 
 
 def _remove_stale_shards(out_dir: Path, split: str) -> None:

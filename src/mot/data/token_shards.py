@@ -29,13 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-MANIFEST = "manifest.json"
-SOURCES = ("image_text", "text_only", "speech")  # the token sources of the Chameleon settings' training rows
-
-
-def shard_dir(tokens_dir: Path, source: str) -> Path:
-    return Path(tokens_dir) / "shards" / source
-
+from mot.paths import MANIFEST
 
 def shard_sizes(n_rows: int, shard_rows: int) -> list[int]:
     return [min(shard_rows, n_rows - start) for start in range(0, n_rows, shard_rows)]

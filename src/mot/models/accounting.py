@@ -11,6 +11,7 @@ from collections import defaultdict
 from torch import nn
 
 from mot.grouping import modality_id
+from mot.models.factory import model_config
 from mot.models.transformer import ModelConfig
 
 COMPONENT_OF_MODULE = {"qkv": "attn", "out": "attn", "q_norm": "attn", "k_norm": "attn",
@@ -115,8 +116,6 @@ def counted_parameters(model: nn.Module, cfg: ModelConfig) -> dict:
 
 def run_accounting(run, vocab_size: int, seq_len: int, image_patch_dim: int = 0) -> dict:
     """Everything `mot params` prints for one run (from the config alone)."""
-    from mot.models.factory import model_config
-
     cfg = model_config(run, vocab_size, seq_len, image_patch_dim)
     params = analytic_parameters(cfg)
     per_modality = {m: active_matmul_parameters(cfg, m) for m in cfg.plan.modalities}
@@ -129,25 +128,6 @@ def run_accounting(run, vocab_size: int, seq_len: int, image_patch_dim: int = 0)
         # K = parameter sets (a merge of two modalities has one set fewer than modalities)
         "paper_formulas": paper_formulas(cfg, len(cfg.plan.groups)),
     }
-
-
-def expected_vocab_size(config: dict, setting: str = "chameleon") -> int:
-    """Vocabulary implied by the config (the fitted BPE may come out smaller than its budget)."""
-    from mot.settings import objective_for
-
-    return objective_for(config, setting).expected_vocab_size()
-
-
-def accounting_table(config: dict) -> list[dict]:
-    from mot.config import run_specs
-    from mot.settings import objective_for
-
-    rows = []
-    for run in run_specs(config):
-        objective = objective_for(config, run.setting)
-        rows.append(run_accounting(run, objective.expected_vocab_size(), objective.seq_len,
-                                   objective.image_patch_dim()))
-    return rows
 
 
 def _formula_for(row: dict) -> tuple[str, int | None, int | None]:

@@ -1,15 +1,6 @@
-"""One module per setting of the study; `objective_for` picks the setting's objective by name."""
+"""One module per setting of the study (chameleon, chameleon_speech, transfusion), each binding its Objective
+to `OBJECTIVE`; `mot.settings.registry.objective_for` finds a setting's objective by the config."""
 
-from __future__ import annotations
+from mot.settings.registry import objective_class, objective_for
 
-from mot.settings.base import Objective
-
-
-def objective_for(config: dict, setting: str) -> Objective:
-    from mot.settings.chameleon import ChameleonObjective
-    from mot.settings.chameleon_speech import ChameleonSpeechObjective
-    from mot.settings.transfusion import TransfusionObjective
-
-    objectives = {"chameleon": ChameleonObjective, "chameleon_speech": ChameleonSpeechObjective,
-                  "transfusion": TransfusionObjective}
-    return objectives[setting](config, setting)
+__all__ = ["objective_class", "objective_for"]

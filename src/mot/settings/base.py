@@ -1,22 +1,24 @@
-"""The interface between a setting's objective and the stages that train, evaluate and report it.
+"""The interface between a setting's objective and the stages that check, plan, train, evaluate and report it.
 
-A setting (`chameleon`, `chameleon_speech`, `transfusion`) is one module of `mot.settings`; its
-`Objective` owns what differs between them: the vocabulary and model adapters, the sequence
-builder, the loss, and the samplers evaluation scores. Training, evaluation and the report call
-only this interface, never `if setting == ...`.
+A setting (`chameleon`, `chameleon_speech`, `transfusion`, or one of a researcher's own) is one module
+that binds its `Objective` subclass to the name `OBJECTIVE` (found by mot.settings.registry). The class
+declares what is true of the setting (its modalities, tokenizers, tokenized files, sequence kinds, the
+paper's numbers) and owns what differs between settings: the vocabulary and model adapters, the sequence
+builder, the loss, and the samplers evaluation scores. The config checks, the DAG, training, evaluation
+and the report read only this interface, never `if setting == ...`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 
-from mot.config import RunSpec, deep_merge
+from mot.config.files import deep_merge
+from mot.config.grid import RunSpec
 from mot.data.sequences import Batch, TokenizedSplit
+from mot.data.token_shards import ShardRows
 from mot.grouping import MODALITIES
 from mot.models.factory import build_model
 from mot.models.transformer import Transformer
@@ -31,9 +33,30 @@ class Sequences(Protocol):
 
 
 class Objective:
-    """One setting's training objective and samplers. Subclasses fill in the abstract parts."""
+    """One setting's facts, training objective and samplers. Subclasses fill in the abstract parts."""
+
+    # --- what is true of the setting (read before any job: config checks, fingerprints, the DAG) ---------
 
     name = ""
+    modalities: tuple[str, ...] = ()        # exactly the setting's settings.{name}.modalities
+    tokenizers: tuple[str, ...] = ()        # the `tokenizers:` sections its tokenized data depends on
+    token_files: tuple[str, ...] = ()       # StudyPaths attributes: the tokenized data its runs read
+    config_sections: tuple[str, ...] = ()   # further top-level config sections its runs read
+    # the sequence kinds its sequences.mixture may weight, each with the token source it draws rows from
+    sequence_sources: dict[str, str] = {"image_text": "image_text"}
+    draws_streams = False                   # can draw training rows in seeded streams from token shards
+    paper: dict[str, dict[str, dict[str, float]]] = {}  # the paper's numbers: {run: {modality: {metric: value}}}
+
+    @classmethod
+    def external_paths(cls, config: dict) -> Iterator[tuple[list, str]]:
+        """(key path, value) of the files its runs read from outside results/ (checked before any job)."""
+        return iter(())
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.modalities) - set(MODALITIES)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.modalities: {sorted(unknown)} not in {MODALITIES}")
 
     def __init__(self, config: dict, setting: str):
         self.config, self.setting = config, setting
@@ -110,18 +133,16 @@ class Objective:
     def split(self, name: str) -> TokenizedSplit:
         """A tokenized split's captions (and VQ codes), loaded once."""
         if name not in self._splits:
-            self._splits[name] = self.rows(name, "image_text", TokenizedSplit, self.paths.tokens / f"{name}.npz")
+            self._splits[name] = self.rows(name, "image_text", TokenizedSplit)
         return self._splits[name]
 
-    def rows(self, split: str, source: str, cls, npz: Path):
+    def rows(self, split: str, source: str, cls):
         """A split's rows of one token source (image_text, text_only, speech) as `cls`: the npz loaded whole, or,
         for training with sequences.store: shards, read from the source's webdataset token shards as needed."""
         if split == "train" and self.sequences_cfg["store"] == "shards":
-            from mot.data.token_shards import ShardRows, shard_dir
-
-            rows = ShardRows(shard_dir(self.paths.tokens, source), cache_shards=self.sequences_cfg["streams"] + 1)
+            rows = ShardRows(self.paths.token_shards(source), cache_shards=self.sequences_cfg["streams"] + 1)
             return cls(**{field: rows.field(field) for field in rows.manifest["fields"]})
-        return cls.load(npz)
+        return cls.load(self.paths.source_rows(source, split))
 
     def streams(self, split: str) -> dict | None:
         """The stream sampler's settings of a training builder (sequences.sampling: streams), else None."""

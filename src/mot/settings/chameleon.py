@@ -19,16 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mot.data.sequences import (IGNORE, Batch, TextChunks, TokenizedSplit, collate_token_rows,
-                                 text_tokens_path)
+from mot.data.sequences import IGNORE, Batch, TextChunks, TokenizedSplit, collate_token_rows
+from mot.data.token_shards import StreamPlan, allocate_streams, shard_sizes
 from mot.grouping import MODALITIES
 from mot.settings.base import Objective
 from mot.settings.decoding import (TokenStream, batches_by_length, greedy_text, guided_logits,
                                    sample_next)
+from mot.settings.mixture import mixture_metrics, realised_mixture
+from mot.tokenizers.image_vq import VQVAE
 from mot.vocabulary import Vocabulary, load_vocabulary
-
-
-KINDS = ("image_text", "text_only")
 
 
 class ChameleonSequences:
@@ -101,8 +100,6 @@ class ChameleonSequences:
         return self.sequence(index, slot, captioning, drop)
 
     def stream_plan(self, batch_size: int, seed: int):
-        from mot.data.token_shards import StreamPlan, allocate_streams, shard_sizes
-
         key = (batch_size, seed)
         if key not in self._plans:
             cfg = self.streams_cfg
@@ -196,13 +193,22 @@ def sample_images(model, vocab: Vocabulary, prompts: list[list[int]], image_toke
 
 class ChameleonObjective(Objective):
     name = "chameleon"
+    modalities = ("text", "image")
+    tokenizers = ("text", "image_vq")
+    token_files = ("tokens_stats",)
+    sequence_sources = {"image_text": "image_text", "text_only": "text_only"}
+    draws_streams = True
+    # the paper's 7B headline: the fraction of dense's training MoT needs to match dense's final loss
+    # (FLOPs per step match, so a FLOPs fraction is a steps fraction)
+    paper = {"mot": {"image": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.472},
+                     "text": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.756}}}
 
     def __init__(self, config: dict, setting: str):
         super().__init__(config, setting)
         self._vq = None
 
     def load_vocabulary(self) -> Vocabulary:
-        return load_vocabulary(self.paths.tokenizers)
+        return load_vocabulary(self.paths.vocab)
 
     def expected_vocab_size(self) -> int:
         tok = self.config["tokenizers"]
@@ -214,7 +220,7 @@ class ChameleonObjective(Objective):
 
     def text_chunks(self, split: str) -> TextChunks:
         """The split's tokenized text-only rows (train, val)."""
-        return self.rows(split, "text_only", TextChunks, text_tokens_path(self.paths.tokens, split))
+        return self.rows(split, "text_only", TextChunks)
 
     def mixture_and_text(self, split: str) -> dict:
         """The builder's mixture and text-only rows: training draws by the mixture; an eval builder (whose eval
@@ -249,15 +255,12 @@ class ChameleonObjective(Objective):
 
     def mixture_metrics(self, sequences: ChameleonSequences, n_batches: int, batch_size: int,
                         seed: int) -> dict[str, float]:
-        from mot.settings.mixture import mixture_metrics, realised_mixture
         return mixture_metrics(realised_mixture(sequences, n_batches, batch_size, seed))
 
     @property
     def vq(self):
         if self._vq is None:
-            from mot.tokenizers.image_vq import VQVAE
-            from mot.tokenizers.stage import IMAGE_TOKENIZER
-            self._vq = VQVAE.load(self.paths.tokenizers / IMAGE_TOKENIZER)
+            self._vq = VQVAE.load(self.paths.image_tokenizer)
         return self._vq
 
     def captions(self, model, split: str, n: int, max_tokens: int, batch_size: int, device) -> list[list[int]]:
@@ -274,3 +277,6 @@ class ChameleonObjective(Objective):
         image_tokens = self.split(self.config["eval"]["split"]).image_codes.shape[1]
         codes = np.random.default_rng(seed).integers(0, self.vq.cfg.codebook_size, size=(n, image_tokens))
         return self.vq.decode(torch.as_tensor(codes)).numpy()
+
+
+OBJECTIVE = ChameleonObjective

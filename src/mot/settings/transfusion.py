@@ -27,9 +27,9 @@ from mot.models.diffusion import (DiffusionSchedule, cfg_combine, ddim_sample, p
 from mot.settings.base import Objective
 from mot.settings.chameleon import next_token_loss_sums
 from mot.settings.decoding import TokenStream, batches_by_length, greedy_text, groups_for
+from mot.tokenizers.stage import latent_shape_from
 from mot.vocabulary import IMAGE, TEXT, Vocabulary, load_vocabulary
 
-LATENTS = "{split}_latents.npy"
 IMAGE_SLOT = -1  # marks a patch position while a sequence is laid out
 
 
@@ -43,7 +43,7 @@ def image_block_mask(image_ids: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class LaidOut:
+class SequenceLayout:
     """One sequence as token ids with IMAGE_SLOT where the patches of its image go."""
 
     items: np.ndarray     # int64, IMAGE_SLOT at patch positions
@@ -67,16 +67,16 @@ class TransfusionSequences:
     def patches_per_image(self) -> int:
         return self.patches.shape[1]
 
-    def layout(self, index: int, slot: int, captioning: bool, drop_caption: bool = False) -> LaidOut:
+    def layout(self, index: int, slot: int, captioning: bool, drop_caption: bool = False) -> SequenceLayout:
         v, image = self.vocab, [IMAGE_SLOT] * self.patches_per_image
         caption = self.split.caption(index, slot).astype(np.int64)[: 0 if drop_caption else None]
         if captioning:
             parts = ([v.bos, v.boi], image, [v.eoi], caption, [v.eos])
         else:
             parts = ([v.bos], caption, [v.boi], image, [v.eoi, v.eos])
-        return LaidOut(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), noised=not captioning)
+        return SequenceLayout(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), noised=not captioning)
 
-    def collate(self, rows: list[tuple[int, LaidOut]], timesteps: torch.Tensor, noise: torch.Tensor) -> Batch:
+    def collate(self, rows: list[tuple[int, SequenceLayout]], timesteps: torch.Tensor, noise: torch.Tensor) -> Batch:
         """rows = (sample index, layout); timesteps [B] and noise [B, P, patch_dim] for each row's image."""
         batch, seq = len(rows), self.seq_len
         tokens = torch.full((batch, seq), self.vocab.pad, dtype=torch.long)
@@ -103,12 +103,11 @@ class TransfusionSequences:
         input_modality = torch.where(image_ids >= 0, IMAGE, TEXT)
         target_modality = torch.full_like(targets, TEXT)
         noised_t = torch.cat(noised)
-        counts = list(target_counts(targets, target_modality))
-        counts[IMAGE] = int(noised_t.sum())  # the diffusion loss is averaged over noised patches
         image = ImagePatches(torch.cat(index), torch.cat(clean), torch.cat(row_noise), torch.cat(row_t).long(),
-                             noised_t, counts[IMAGE])
+                             noised_t, int(noised_t.sum()))
         groups = group_tokens(input_modality, self.group_of_modality, self.n_groups)
-        return Batch(tokens, targets, input_modality, target_modality, groups, tuple(counts), image,
+        return Batch(tokens, targets, input_modality, target_modality, groups,
+                     target_counts(targets, target_modality, image), image,
                      image_block_mask(image_ids))
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
@@ -167,6 +166,16 @@ def transfusion_loss(model, batch: Batch, schedule: DiffusionSchedule, loss_weig
 
 class TransfusionObjective(Objective):
     name = "transfusion"
+    modalities = ("text", "image")
+    tokenizers = ("text", "image_vq", "image_vae")  # the captions' BPE is fitted beside the VQ-VAE
+    token_files = ("tokens_stats", "latents_stats")
+    config_sections = ("diffusion",)
+    paper = {"mot": {"image": {"steps_frac": 1 / 3, "flops_frac": 1 / 3}}}  # 7B: dense image quality at 1/3
+
+    @classmethod
+    def external_paths(cls, config: dict):
+        if config["tokenizers"]["image_vae"]["pretrained"]:
+            yield ["tokenizers", "image_vae", "pretrained"], config["tokenizers"]["image_vae"]["pretrained"]
 
     def __init__(self, config: dict, setting: str):
         super().__init__(config, setting)
@@ -178,14 +187,12 @@ class TransfusionObjective(Objective):
     # --- the model ---------------------------------------------------------------------------
 
     def load_vocabulary(self) -> Vocabulary:
-        return load_vocabulary(self.paths.tokenizers).with_parts(image_codes=0)  # images are continuous
+        return load_vocabulary(self.paths.vocab).with_parts(image_codes=0)  # images are continuous
 
     def expected_vocab_size(self) -> int:
         return self.config["tokenizers"]["text"]["vocab_size"]
 
     def latent_shape(self) -> tuple[int, int, int]:
-        from mot.tokenizers.stage import latent_shape_from
-
         return latent_shape_from(self.config, self.image_size())
 
     def image_size(self) -> int:
@@ -200,7 +207,7 @@ class TransfusionObjective(Objective):
 
     def latents(self, name: str) -> np.ndarray:
         if name not in self._latents:
-            self._latents[name] = np.load(self.paths.tokens / LATENTS.format(split=name))
+            self._latents[name] = np.load(self.paths.split_latents(name))
         return self._latents[name]
 
     def sequences(self, split: str, model) -> TransfusionSequences:
@@ -218,9 +225,8 @@ class TransfusionObjective(Objective):
     @property
     def vae(self):
         if self._vae is None:
-            from mot.tokenizers.image_vae import ImageVAE
-            from mot.tokenizers.stage import vae_dir
-            self._vae = ImageVAE.load(vae_dir(self.paths.tokenizers))
+            from mot.tokenizers.image_vae import ImageVAE  # diffusers: seconds to import, only when sampling
+            self._vae = ImageVAE.load(self.paths.image_vae)
         return self._vae
 
     @torch.no_grad()
@@ -318,3 +324,6 @@ class PatchDenoiser:
         hidden = self.model.hidden(self.placeholder, self.groups, cache=self.cache, image_embeds=(self.index, embeds))
         prediction = self.model.image.patch_out(hidden).reshape(rows, self.n_patches, -1)
         return unpatchify(prediction, self.patch, *self.latent_shape)
+
+
+OBJECTIVE = TransfusionObjective

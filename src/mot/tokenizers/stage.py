@@ -6,22 +6,25 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from mot.config import ConfigError
+from mot.config.files import ConfigError
+from mot.config.grid import text_only_seq_len
 from mot.data.captions import most_frequent_caption
-from mot.data.sequences import TokenizedSplit
-from mot.vocabulary import VOCAB_FILE, Vocabulary
+from mot.data.sequences import SpeechTokens, TextChunks, TokenizedSplit
 from mot.data.shards import load_manifest, load_split_arrays
+from mot.data.speech import read_speech_split
+from mot.data.text import read_text_split
+from mot.data.token_shards import write_row_shards
 from mot.paths import StudyPaths
 from mot.tokenizers.image_vq import VQConfig, VQVAE, train_vqvae
+from mot.tokenizers.speech_units import SpeechUnits, unit_stats
 from mot.tokenizers.text_bpe import TextTokenizer
+from mot.vocabulary import Vocabulary
 
 log = logging.getLogger("mot.tokenize")
-TEXT_TOKENIZER, IMAGE_TOKENIZER, VOCAB, FIT_SUMMARY = "text_bpe.json", "vqvae.pt", VOCAB_FILE, "fit_summary.json"
 
 
 def fit_tokenizers(config: dict, logger=None) -> dict:
@@ -33,7 +36,7 @@ def fit_tokenizers(config: dict, logger=None) -> dict:
     paths.tokenizers.mkdir(parents=True, exist_ok=True)
 
     text = TextTokenizer.fit((c for caps in captions for c in caps), text_cfg["vocab_size"], text_cfg["min_frequency"])
-    text.save(paths.tokenizers / TEXT_TOKENIZER)
+    text.save(paths.text_tokenizer)
     log.info("text BPE: %d tokens from %d captions", text.vocab_size, sum(map(len, captions)))
 
     vq = VQConfig(codebook_size=vq_cfg["codebook_size"], code_dim=vq_cfg["code_dim"], hidden=vq_cfg["hidden"],
@@ -41,7 +44,7 @@ def fit_tokenizers(config: dict, logger=None) -> dict:
     log_fn = (lambda metrics, step: logger.log_metrics(metrics, step)) if logger else None
     model, metrics = train_vqvae(images, vq, vq_cfg["steps"], vq_cfg["batch_size"], vq_cfg["lr"],
                                  vq_cfg["seed"], log_fn=log_fn)
-    model.save(paths.tokenizers / IMAGE_TOKENIZER)
+    model.save(paths.image_tokenizer)
     log.info("VQ-VAE: recon_mse %.4f, perplexity %.1f, codebook usage %.0f%%",
              metrics["recon_mse"], metrics["perplexity"], 100 * metrics["codebook_usage"])
 
@@ -54,9 +57,9 @@ def fit_tokenizers(config: dict, logger=None) -> dict:
                **{f"vq_final/{k}": v for k, v in metrics.items()}}
     if logger:
         logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))}, vq_cfg["steps"])
-    (paths.tokenizers / FIT_SUMMARY).write_text(json.dumps(summary, indent=2))
+    paths.fit_summary.write_text(json.dumps(summary, indent=2))
     # written last: its presence means both tokenizers are complete (the Snakemake output)
-    (paths.tokenizers / VOCAB).write_text(json.dumps(vocab.as_dict(), indent=2))
+    paths.vocab.write_text(json.dumps(vocab.as_dict(), indent=2))
     return summary
 
 
@@ -72,8 +75,8 @@ def tokenize_splits(config: dict, logger=None) -> dict:
     """Encode every split with the fitted tokenizers; captions longer than the limit are truncated and counted."""
     paths = StudyPaths.from_config(config)
     torch.set_num_threads(config["train"]["threads"])
-    text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
-    vq = VQVAE.load(paths.tokenizers / IMAGE_TOKENIZER)
+    text = TextTokenizer.load(paths.text_tokenizer)
+    vq = VQVAE.load(paths.image_tokenizer)
     max_caption = config["sequences"]["max_caption_tokens"]
     paths.tokens.mkdir(parents=True, exist_ok=True)
     stats = {}
@@ -92,28 +95,21 @@ def tokenize_splits(config: dict, logger=None) -> dict:
                 ids = ids[:max_caption]
                 caption_ids[i, j, : len(ids)] = ids
                 lengths[i, j] = len(ids)
-        TokenizedSplit(codes, caption_ids, lengths, np.asarray(keys)).save(paths.tokens / f"{split}.npz")
+        TokenizedSplit(codes, caption_ids, lengths, np.asarray(keys)).save(paths.split_tokens(split))
         stats[split] = {"samples": len(keys), "captions": int(sum(truncated.values())),
                         "truncated_captions": truncated[True],
                         "mean_caption_tokens": float(lengths[lengths > 0].mean())}
         log.info("tokenized %s: %s", split, stats[split])
         if logger:
             logger.log_metrics({f"tokens/{split}_{k}": v for k, v in stats[split].items()}, 0)
-    (paths.tokens / "stats.json").write_text(json.dumps(stats, indent=2))
+    paths.tokens_stats.write_text(json.dumps(stats, indent=2))
     return stats
 
 
 # --- Transfusion: the continuous image tokenizer ---------------------------------------------------
 
-VAE_DIR, LATENTS_STATS = "image_vae", "latents_stats.json"
-
-
-def vae_dir(tokenizers_dir: Path) -> Path:
-    return Path(tokenizers_dir) / VAE_DIR
-
-
 def vae_config_from(config: dict):
-    from mot.tokenizers.image_vae import VAEConfig
+    from mot.tokenizers.image_vae import VAEConfig  # diffusers: seconds to import, only for Transfusion
 
     cfg = {k: v for k, v in config["tokenizers"]["image_vae"].items() if k != "pretrained"}
     return VAEConfig(**{**cfg, "block_out_channels": tuple(cfg["block_out_channels"])})
@@ -128,7 +124,7 @@ def latent_shape_from(config: dict, image_size: int) -> tuple[int, int, int]:
 def fit_image_vae(config: dict, logger=None) -> dict:
     """Fit the KL autoencoder on the training images (or load a local pretrained one), fit the latent
     shift/scale on training latents (as Stable Diffusion does), and save every split's scaled latents."""
-    from mot.tokenizers.image_vae import ImageVAE, evaluate_vae, fit_latent_stats, train_vae
+    from mot.tokenizers.image_vae import ImageVAE, evaluate_vae, fit_latent_stats, train_vae  # diffusers: slow
 
     paths = StudyPaths.from_config(config)
     torch.set_num_threads(config["train"]["threads"])
@@ -140,7 +136,7 @@ def fit_image_vae(config: dict, logger=None) -> dict:
         metrics = {**evaluate_vae(vae, images[:1024]), **fit_latent_stats(vae, images)}
     else:
         vae, metrics = train_vae(images, vae_config_from(config), log_fn=log_fn)
-    vae.save(vae_dir(paths.tokenizers))
+    vae.save(paths.image_vae)
     log.info("image VAE: recon_mse %.4f, KL %.3f, latent std %.3f -> scaling factor %.3f", metrics["recon_mse"],
              metrics["kl"], metrics["latent_std"], metrics["scaling_factor"])
     paths.tokens.mkdir(parents=True, exist_ok=True)
@@ -148,37 +144,30 @@ def fit_image_vae(config: dict, logger=None) -> dict:
     for split in load_manifest(paths.data)["splits"]:
         _, split_images, _ = load_split_arrays(paths.data, split)
         latents = vae.encode(split_images).numpy().astype(np.float32)
-        np.save(paths.tokens / f"{split}_latents.npy", latents)
+        np.save(paths.split_latents(split), latents)
         stats[f"latents/{split}_std"] = float(latents.std())
         stats["latent_shape"] = list(latents.shape[1:])
     if logger:
         logger.log_metrics({k: v for k, v in stats.items() if isinstance(v, float)}, vae_cfg["steps"])
-    (paths.tokens / LATENTS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
+    paths.latents_stats.write_text(json.dumps(stats, indent=2))  # last: the stage's output
     return stats
 
 
 # --- Chameleon + Speech: discrete speech units ---------------------------------------------------
 
-SPEECH_UNITS = "speech_units.npz"
-
-
 def fit_speech_units(config: dict, logger=None) -> dict:
     """k-means speech units fitted on the training audio; every split encoded as units (truncated to
     tokenizers.speech.max_units, counted) with its transcript as BPE ids."""
-    from mot.data.speech import read_speech_split
-    from mot.settings.chameleon_speech import SPEECH_TOKENS_STATS, SpeechTokens, speech_tokens_path
-    from mot.tokenizers.speech_units import SpeechUnits, unit_stats
-
     paths = StudyPaths.from_config(config)
     threads = config["train"]["threads"]
     torch.set_num_threads(threads)
     scfg, speech_dir = config["tokenizers"]["speech"], paths.speech_data
-    text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
+    text = TextTokenizer.load(paths.text_tokenizer)
     sample_rate = load_manifest(speech_dir)["sample_rate"]
     waveforms = (waveform for _, waveform, _ in read_speech_split(speech_dir, "train"))  # streamed: bounded memory
     units = SpeechUnits.fit(waveforms, sample_rate, scfg["n_units"], scfg["seed"], scfg["max_frames"], scfg["n_mels"],
                             scfg["hop_ms"], scfg["win_ms"], scfg["dedup"], threads=threads)
-    units.save(paths.tokenizers / SPEECH_UNITS)
+    units.save(paths.speech_units)
     max_units, max_text = scfg["max_units"], config["sequences"]["max_caption_tokens"]
     stats: dict = {"n_units": units.n_units}
     paths.tokens.mkdir(parents=True, exist_ok=True)
@@ -198,7 +187,7 @@ def fit_speech_units(config: dict, logger=None) -> dict:
             text_lengths[i] = len(ids)
             text_ids[i, : len(ids)] = ids
         SpeechTokens(unit_ids, unit_lengths, text_ids, text_lengths, np.asarray(keys)).save(
-            speech_tokens_path(paths.tokens, split))
+            paths.split_speech(split))
         lengths = np.array([len(u) for u in encoded])
         usage = unit_stats(encoded, units.n_units)
         stats[split] = {"utterances": len(keys), "mean_units": float(lengths.mean()), "max_units": int(lengths.max()),
@@ -207,7 +196,7 @@ def fit_speech_units(config: dict, logger=None) -> dict:
         log.info("speech units %s: %s", split, stats[split])
         if logger:
             logger.log_metrics({f"speech/{split}_{k}": v for k, v in stats[split].items()}, 0)
-    (paths.tokens / SPEECH_TOKENS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
+    paths.speech_stats.write_text(json.dumps(stats, indent=2))  # last: the stage's output
     return stats
 
 
@@ -217,12 +206,8 @@ def fit_speech_units(config: dict, logger=None) -> dict:
 def tokenize_text(config: dict, logger=None) -> dict:
     """Encode the text-only documents with the caption BPE (tokenizers/text_bpe.json): each document as
     `<bos> ids <eos>`, cut into rows of text_only_seq_len + 1 tokens (tokens/{split}_text.npz)."""
-    from mot.config import text_only_seq_len
-    from mot.data.sequences import TEXT_TOKENS_STATS, TextChunks, text_tokens_path
-    from mot.data.text import read_text_split
-
     paths = StudyPaths.from_config(config)
-    text = TextTokenizer.load(paths.tokenizers / TEXT_TOKENIZER)
+    text = TextTokenizer.load(paths.text_tokenizer)
     width = text_only_seq_len(config) + 1
     paths.tokens.mkdir(parents=True, exist_ok=True)
     stats: dict = {"row_tokens": width}
@@ -232,7 +217,7 @@ def tokenize_text(config: dict, logger=None) -> dict:
             documents.append([text.bos_id, *text.encode(document), text.eos_id])
             words += len(document.split())
         chunks = TextChunks.from_documents(documents, width)
-        chunks.save(text_tokens_path(paths.tokens, split))
+        chunks.save(paths.split_text(split))
         lengths = np.array([len(d) for d in documents])
         stats[split] = {"documents": len(documents), "rows": len(chunks), "tokens": int(chunks.lengths.sum()),
                         "mean_document_tokens": float(lengths.mean()) if len(lengths) else 0.0,
@@ -241,23 +226,17 @@ def tokenize_text(config: dict, logger=None) -> dict:
         log.info("tokenized text-only %s: %s", split, stats[split])
         if logger:
             logger.log_metrics({f"text_only/{split}_{k}": v for k, v in stats[split].items()}, 0)
-    (paths.tokens / TEXT_TOKENS_STATS).write_text(json.dumps(stats, indent=2))  # last: the stage's output
+    paths.text_stats.write_text(json.dumps(stats, indent=2))  # last: the stage's output
     return stats
 
 
 def shard_tokens(config: dict, source: str, logger=None) -> dict:
     """The train split's rows of one token source (image_text, text_only, speech) as webdataset token shards of
     data.token_shard_rows samples (tokens/shards/{source}/), read by training with sequences.store: shards."""
-    from mot.data.sequences import text_tokens_path
-    from mot.data.token_shards import shard_dir, write_row_shards
-    from mot.settings.chameleon_speech import speech_tokens_path
-
     paths = StudyPaths.from_config(config)
-    npz = {"image_text": paths.tokens / "train.npz", "text_only": text_tokens_path(paths.tokens, "train"),
-           "speech": speech_tokens_path(paths.tokens, "train")}[source]  # where the tokenize stages wrote them
-    with np.load(npz) as f:
+    with np.load(paths.source_rows(source, "train")) as f:
         arrays = {name: f[name] for name in f.files}
-    manifest = write_row_shards(arrays, shard_dir(paths.tokens, source), config["data"]["token_shard_rows"])
+    manifest = write_row_shards(arrays, paths.token_shards(source), config["data"]["token_shard_rows"])
     log.info("token shards %s: %d rows in %d shards", source, manifest["rows"], len(manifest["shards"]))
     if logger:
         logger.log_metrics({f"token_shards/{source}_rows": manifest["rows"],

@@ -21,8 +21,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mot.data.sequences import IGNORE, Batch, ImagePatches
-from mot.grouping import MODALITIES, group_tokens
+from mot.data.sequences import Batch
+from mot.grouping import MODALITIES
 
 log = logging.getLogger("mot.train")
 
@@ -173,27 +173,6 @@ def grad_norm_value(norm: torch.Tensor) -> torch.Tensor:
 # --- each rank's share of the data -------------------------------------------------------------------
 
 
-def rows_of(batch: Batch, start: int, stop: int, group_of_modality, n_groups: int) -> Batch:
-    """Rows [start, stop) of a host batch, regrouped by modality on the host (no device sync in the model).
-    target_counts are the rows' own; Transfusion's latent patches follow their rows."""
-    seq = batch.tokens.shape[1]
-    input_modality = batch.input_modality[start:stop]
-    targets, target_modality = batch.targets[start:stop], batch.target_modality[start:stop]
-    counts = [int(((target_modality == m) & (targets != IGNORE)).sum()) for m in range(len(MODALITIES))]
-    image = None
-    if batch.image is not None:
-        patches = batch.image
-        rows = torch.div(patches.index, seq, rounding_mode="floor")
-        keep = (rows >= start) & (rows < stop)
-        noised = patches.noised[keep]
-        image = ImagePatches(patches.index[keep] - start * seq, patches.clean[keep], patches.noise[keep],
-                             patches.timesteps[keep], noised, int(noised.sum()))
-        counts[MODALITIES.index("image")] = image.n_noised  # the diffusion loss is averaged over noised patches
-    return Batch(batch.tokens[start:stop], targets, input_modality, target_modality,
-                 group_tokens(input_modality, group_of_modality, n_groups), tuple(counts), image,
-                 None if batch.attn_mask is None else batch.attn_mask[start:stop])
-
-
 def rank_rows(batch_size: int, world: World) -> range:
     """The rows of every global batch that this rank trains on."""
     share = batch_size // world.size
@@ -229,7 +208,7 @@ def micro_batches(batch: Batch, world: World, grad_accum: int, group_of_modality
         size, first = batch.tokens.shape[0] // grad_accum, 0
     else:
         size, first = batch.tokens.shape[0] // parts, world.rank * grad_accum
-    return [dataclasses.replace(rows_of(batch, (first + i) * size, (first + i + 1) * size, group_of_modality,
+    return [dataclasses.replace(batch.rows((first + i) * size, (first + i + 1) * size, group_of_modality,
                                         n_groups), target_counts=scaled)
             for i in range(grad_accum)]
 

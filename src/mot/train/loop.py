@@ -13,13 +13,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from mot.config import RunSpec, flatten
+from mot.config import RunSpec, run_fingerprint
 from mot.models.accounting import analytic_parameters, flops_per_token
 from mot.grouping import MODALITIES
 from mot.paths import StudyPaths
 from mot.runtime import autocast_for, pick_device
 from mot.settings import objective_for
-from mot.tracking import RunLogger, experiment_name
+from mot.tracking import RunLogger, experiment_name, flatten
 from mot.train import distributed
 from mot.train.checkpoint import (discard_training_state, full_model_state, is_complete, latest_checkpoint,
                                   load_checkpoint, load_sharded_checkpoint, mark_complete, rng_state,
@@ -83,7 +83,7 @@ class Trainer:
         self.autocast = autocast_for(self.device, self.tcfg["precision"])
         self.train_dir = self.paths.train_dir(run.setting, run.name)
         if self.world.is_main:
-            self._discard_stale_state(run.fingerprint(config))
+            self._discard_stale_state(run_fingerprint(config, run))
         distributed.barrier()
         self.flops_token = flops_per_token(self.model.cfg, self.seq_len)["train"]
         params = analytic_parameters(self.model.cfg)

@@ -11,8 +11,6 @@ import statistics
 import subprocess
 import sys
 
-import torch
-
 from mot.config import find_run, load_config
 from mot.models.plan import ParameterPlan
 from mot.models.transformer import ModelConfig, Transformer

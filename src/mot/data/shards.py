@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 MANIFEST_NAME = "manifest.json"
 T = TypeVar("T")
-BAD_REASONS = ("missing_image", "unreadable_image", "empty_caption", "non_utf8_caption")
 
 
 class DataError(Exception):

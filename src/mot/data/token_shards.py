@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST = "manifest.json"
-SOURCES = ("image_text", "text_only", "speech")  # the token sources of the Chameleon settings' training rows
 
 
 def shard_dir(tokens_dir: Path, source: str) -> Path:

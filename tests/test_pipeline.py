@@ -204,10 +204,12 @@ def test_the_same_config_in_another_key_order_or_another_file_plans_nothing(fini
     config_file = finished_config(finished)
     assert planned_jobs(config_file) == {}
     assert planned_jobs(variant(config_file, "copy.yaml")) == {}  # the config path is in no rerun trigger
-    reordered = variant(config_file, "reordered.yaml", dump=lambda c: yaml.safe_dump(_reversed_keys(c), sort_keys=False))
+    reordered = variant(config_file, "reordered.yaml",
+                        dump=lambda config: yaml.safe_dump(_reversed_keys(config), sort_keys=False))
     assert reordered.read_text() != config_file.read_text()
     assert planned_jobs(reordered) == {}
-    spelled_out = variant(config_file, "defaults.yaml", lambda c: c["eval"]["clip"].update(context_length=40, seed=0))
+    spelled_out = variant(config_file, "defaults.yaml",
+                          lambda config: config["eval"]["clip"].update(context_length=40, seed=0))
     assert planned_jobs(spelled_out) == {}  # fingerprints hash the resolved config: a default written out is no change
 
 
@@ -215,7 +217,7 @@ def test_the_same_config_in_another_key_order_or_another_file_plans_nothing(fini
 def test_changing_one_runs_config_plans_only_its_training_evaluation_and_the_report(finished):
     config_file = finished_config(finished)
     changed = variant(config_file, "mot_lr.yaml",
-                      lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(train={"lr": 5.0e-4}))
+                      lambda config: config["settings"]["chameleon"]["runs"]["mot"].update(train={"lr": 5.0e-4}))
     assert planned_jobs(changed) == {"train": 1, "evaluate": 1, "report": 1, "all": 1, "total": 4}
     plan = snakemake("-n", "--cores", "2", "--configfile", str(changed)).stdout
     assert "chameleon/mot/train/final.pt" in plan and "chameleon/dense/train/final.pt" not in plan
@@ -224,7 +226,7 @@ def test_changing_one_runs_config_plans_only_its_training_evaluation_and_the_rep
 @pytest.mark.slow
 def test_changing_the_clip_config_refits_clip_and_re_evaluates_with_nothing_upstream(finished):
     config_file = finished_config(finished)
-    changed = variant(config_file, "clip.yaml", lambda c: c["eval"]["clip"].update(steps=20))
+    changed = variant(config_file, "clip.yaml", lambda config: config["eval"]["clip"].update(steps=20))
     # every run of the 3 settings is re-evaluated; no data, tokenizers, tokens or training
     assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "evaluate": 8, "report": 3, "all": 1,
                                      "total": 14}

@@ -100,7 +100,7 @@ def cmd_mixture(args) -> int:
     config = load_config(args.config)
     run = run_specs(config, args.setting)[0]  # what a builder draws does not depend on the run
     objective = objective_for(config, args.setting)
-    sequences = objective.sequences("train", _PlanOnly(objective, run))
+    sequences = objective.sequences("train", _ConfigOnlyModel(objective, run))
     if not hasattr(sequences, "draw_with_kind"):
         print(f"{args.setting}: its sequence builder has no mixture of kinds to measure", file=sys.stderr)
         return 2
@@ -116,7 +116,7 @@ def cmd_mixture(args) -> int:
     return 0
 
 
-class _PlanOnly:
+class _ConfigOnlyModel:
     """A model stand-in for building sequences: the builders read only the model config's parameter plan."""
 
     def __init__(self, objective, run):

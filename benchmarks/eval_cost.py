@@ -38,8 +38,8 @@ def random_split(n: int, image_tokens: int, codes: int, text_size: int, max_capt
     lengths = rng.integers(6, max_caption + 1, size=(n, 5))
     captions = np.full((n, 5, max_caption), -1, dtype=np.int64)
     for i in range(n):
-        for c in range(5):
-            captions[i, c, : lengths[i, c]] = rng.integers(5, text_size, size=lengths[i, c])
+        for slot in range(5):
+            captions[i, slot, : lengths[i, slot]] = rng.integers(5, text_size, size=lengths[i, slot])
     return TokenizedSplit(rng.integers(0, codes, size=(n, image_tokens)), captions, lengths, np.arange(n))
 
 
@@ -69,24 +69,24 @@ def main() -> None:
     objective = RandomTokensChameleon(config, args.setting, vocab, {"train": train_split, "val": val_split})
     for name in args.runs:
         run = find_run(config, args.setting, name)
-        tcfg = run.train
-        torch.set_num_threads(tcfg["threads"])
+        train_cfg = run.train
+        torch.set_num_threads(train_cfg["threads"])
         torch.manual_seed(0)
         model = objective.build_model(run)
         train_data, val_data = objective.sequences("train", model), objective.sequences("val", model)
-        optimizer = build_optimizer(model, tcfg)
+        optimizer = build_optimizer(model, train_cfg)
         step_counter = iter(range(10**9))
 
         def train_step() -> float:
             step = next(step_counter)
             t0 = time.perf_counter()
-            batch = train_data.train_batch(step, tcfg["batch_size"], 0)
+            batch = train_data.train_batch(step, train_cfg["batch_size"], 0)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, tcfg)
+                group["lr"] = lr_at(step, train_cfg)
             loss, _ = objective.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
             optimizer.step()
             return time.perf_counter() - t0
 
@@ -105,8 +105,8 @@ def main() -> None:
                 step_times += [train_step() for _ in range(args.train_steps)]
                 eval_times[n].append(eval_pass(n))
         step_s = statistics.median(step_times)
-        print(f"\n{args.setting}/{name}: batch {tcfg['batch_size']}, threads {tcfg['threads']}, "
-              f"{tcfg['steps']} steps; train step {step_s * 1e3:.1f} ms (median of {len(step_times)})")
+        print(f"\n{args.setting}/{name}: batch {train_cfg['batch_size']}, threads {train_cfg['threads']}, "
+              f"{train_cfg['steps']} steps; train step {step_s * 1e3:.1f} ms (median of {len(step_times)})")
         print("| val samples | pass (s) | pass / train step | " + " | ".join(f"every {k}" for k in args.every) + " |")
         print("|---|---|---|" + "---|" * len(args.every))
         for n in args.samples:

@@ -21,22 +21,23 @@ log = logging.getLogger("mot.references")
 
 
 def clip_config(config: dict, image_size: int) -> TinyClipConfig:
-    c = config["eval"]["clip"]
-    return TinyClipConfig(image_size=image_size, patch_size=c["patch_size"], vision_width=c["width"],
-                          vision_layers=c["layers"], vision_heads=c["heads"], text_width=c["width"],
-                          text_layers=c["layers"], text_heads=c["heads"], embed_dim=c["embed_dim"],
-                          context_length=c["context_length"])
+    clip_cfg = config["eval"]["clip"]
+    return TinyClipConfig(image_size=image_size, patch_size=clip_cfg["patch_size"],
+                          vision_width=clip_cfg["width"], vision_layers=clip_cfg["layers"],
+                          vision_heads=clip_cfg["heads"], text_width=clip_cfg["width"],
+                          text_layers=clip_cfg["layers"], text_heads=clip_cfg["heads"],
+                          embed_dim=clip_cfg["embed_dim"], context_length=clip_cfg["context_length"])
 
 
 def fit_clip(config: dict, logger=None) -> dict:
     """Contrastive training on the training split; recall@1 on the eval split (vs chance) is logged."""
     paths = StudyPaths.from_config(config)
     torch.set_num_threads(config["train"]["threads"])
-    c = config["eval"]["clip"]
+    clip_cfg = config["eval"]["clip"]
     _, images, captions = load_split_arrays(paths.data, "train")
     log_fn = (lambda metrics, step: logger.log_metrics(metrics, step)) if logger else None
-    clip = train_tiny_clip(images, captions, clip_config(config, images.shape[1]), c["steps"], c["batch_size"],
-                           c["lr"], c["seed"], log_fn=log_fn)
+    clip = train_tiny_clip(images, captions, clip_config(config, images.shape[1]), clip_cfg["steps"],
+                           clip_cfg["batch_size"], clip_cfg["lr"], clip_cfg["seed"], log_fn=log_fn)
     _, eval_images, eval_captions = load_split_arrays(paths.data, config["eval"]["split"])
     n = min(len(eval_images), 512)
     first_captions = [caps[0] for caps in eval_captions[:n]]
@@ -48,7 +49,7 @@ def fit_clip(config: dict, logger=None) -> dict:
              "CLIP score matched %.1f vs shuffled %.1f", n, config["eval"]["split"], recall["image_to_text_r1"],
              recall["text_to_image_r1"], recall["chance"], recall["score_matched"], recall["score_shuffled"])
     if logger:
-        logger.log_metrics({f"clip/{k}": v for k, v in recall.items()}, c["steps"])
+        logger.log_metrics({f"clip/{k}": v for k, v in recall.items()}, clip_cfg["steps"])
     paths.references.mkdir(parents=True, exist_ok=True)
     clip.save(paths.clip)
     return recall

@@ -34,7 +34,7 @@ class Evaluator:
     """Everything one run's evaluation needs, loaded once; `at_step` scores the model's current weights."""
 
     def __init__(self, config: dict, run: RunSpec):
-        self.config, self.run, self.ecfg = config, run, config["eval"]
+        self.config, self.run, self.eval_cfg = config, run, config["eval"]
         self.paths = paths = StudyPaths.from_config(config)
         torch.set_num_threads(run.train["threads"])
         self.device = pick_device(run.train["device"])
@@ -43,8 +43,8 @@ class Evaluator:
         self.final_step, self.final_state = final["step"], final["model"]
         self.model = self.objective.build_model(run).to(self.device).eval()
         self.text = TextTokenizer.load(paths.text_tokenizer)
-        self.n_samples = self.objective.eval_samples(self.ecfg["split"])
-        _, self.images, self.references = load_split_arrays(paths.data, self.ecfg["split"])
+        self.n_samples = self.objective.eval_samples(self.eval_cfg["split"])
+        _, self.images, self.references = load_split_arrays(paths.data, self.eval_cfg["split"])
         self.clip = TinyClip.load(paths.clip)
         self.extractor = feature_extractor(config)
         self.fid_stats = load_statistics(paths.fid_reference(self.extractor.name))
@@ -57,9 +57,9 @@ class Evaluator:
         self.model.eval()
 
     def caption_metrics(self, step: int, final: bool) -> dict:
-        n = min(self.ecfg["caption_images"], self.n_samples)
-        generated = self.objective.captions(self.model, self.ecfg["split"], n, self.ecfg["max_caption_tokens"],
-                                            self.ecfg["batch_size"], self.device)
+        n = min(self.eval_cfg["caption_images"], self.n_samples)
+        generated = self.objective.captions(self.model, self.eval_cfg["split"], n, self.eval_cfg["max_caption_tokens"],
+                                            self.eval_cfg["batch_size"], self.device)
         refs_path = self.out_dir / "captions_ref.json"
         preds_path = self.out_dir / ("captions_pred.json" if final else f"captions_pred_step{step}.json")
         write_coco_references({i: self.references[i] for i in range(n)}, refs_path)
@@ -69,9 +69,9 @@ class Evaluator:
         return {f"eval/{k}": v for k, v in caption_scores_from_files(refs_path, preds_path).items()}
 
     def image_metrics(self, step: int, final: bool) -> dict:
-        n = min(self.ecfg["images"]["n"], self.n_samples)
+        n = min(self.eval_cfg["images"]["n"], self.n_samples)
         prompts = [self.references[i][0] for i in range(n)]
-        images = self.objective.images(self.model, [self.text.encode(p) for p in prompts], self.ecfg["batch_size"],
+        images = self.objective.images(self.model, [self.text.encode(p) for p in prompts], self.eval_cfg["batch_size"],
                                        self.device)
         shuffled = [prompts[(i + 1) % n] for i in range(n)]  # every image paired with another image's prompt
         save_image_grid(images[:32], prompts[:32], self.out_dir / "images" / f"grid_step{step:07d}.png")
@@ -90,34 +90,35 @@ class Evaluator:
 
 
 def evaluate(config: dict, run: RunSpec) -> dict:
-    ev = Evaluator(config, run)
-    paths = ev.paths
+    evaluator = Evaluator(config, run)
+    paths = evaluator.paths
     logger = RunLogger.attach(config["results_dir"], paths.run_id_file(run.setting, run.name), revisable=True)
-    eval_params = {"eval.fid_extractor": ev.extractor.name, "eval.split": ev.ecfg["split"]}
+    eval_params = {"eval.fid_extractor": evaluator.extractor.name, "eval.split": evaluator.eval_cfg["split"]}
     logger.log_params(eval_params)
     logger.set_tags(eval_params)  # the current values, should a re-evaluation change them
     curve = {}
     for step in run.snapshot_steps(config):
-        ev.load(torch.load(paths.snapshot(run.setting, run.name, step), map_location=ev.device)["model"])
-        curve[step] = ev.at_step(step, final=False)
+        evaluator.load(torch.load(paths.snapshot(run.setting, run.name, step), map_location=evaluator.device)["model"])
+        curve[step] = evaluator.at_step(step, final=False)
         logger.log_metrics(curve[step], step)
-    ev.load(ev.final_state)
-    autocast = autocast_for(ev.device, run.train["precision"])
+    evaluator.load(evaluator.final_state)
+    autocast = autocast_for(evaluator.device, run.train["precision"])
 
     def score(batches, modalities):
-        return ev.objective.validation_loss(ev.model, batches, ev.device, modalities, autocast)
+        return evaluator.objective.validation_loss(evaluator.model, batches, evaluator.device, modalities, autocast)
 
-    losses = score(ev.objective.sequences("val", ev.model).eval_batches(ev.ecfg["batch_size"]), run.modalities)
-    losses.update(ev.objective.extra_validation(ev.model, ev.ecfg["batch_size"], score))  # e.g. text_only
+    batch_size = evaluator.eval_cfg["batch_size"]
+    losses = score(evaluator.objective.sequences("val", evaluator.model).eval_batches(batch_size), run.modalities)
+    losses.update(evaluator.objective.extra_validation(evaluator.model, batch_size, score))  # e.g. text_only
     metrics = {f"val/loss_{name}": v for name, v in losses.items()}
-    metrics.update(ev.at_step(ev.final_step, final=True))
+    metrics.update(evaluator.at_step(evaluator.final_step, final=True))
     constant = json.loads(paths.fit_summary.read_text())["most_frequent_caption"]
-    metrics["eval/cider_constant"] = constant_caption_cider(ev.out_dir, constant)
-    metrics["eval/caption_images"] = float(min(ev.ecfg["caption_images"], ev.n_samples))
+    metrics["eval/cider_constant"] = constant_caption_cider(evaluator.out_dir, constant)
+    metrics["eval/caption_images"] = float(min(evaluator.eval_cfg["caption_images"], evaluator.n_samples))
     paths.eval_metrics(run.setting, run.name).write_text(json.dumps(
-        {"step": ev.final_step, **metrics, "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
-    logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, ev.final_step)
-    logger.log_artifacts(ev.out_dir, "eval")
+        {"step": evaluator.final_step, **metrics, "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
+    logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, evaluator.final_step)
+    logger.log_artifacts(evaluator.out_dir, "eval")
     return metrics
 
 

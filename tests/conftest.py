@@ -1,5 +1,4 @@
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +33,3 @@ def smoke_config(tmp_path) -> Path:
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@pytest.fixture(scope="session")
-def java_available() -> bool:
-    return shutil.which("java") is not None

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,88 +60,137 @@ def test_the_offline_guard_blocks_the_network():
     assert result.returncode != 0 and "network access blocked" in result.stderr
 
 
+@dataclass(frozen=True)
+class Study:
+    """The finished smoke study: its config, its files and its MLflow store."""
+    config: dict
+    config_file: Path
+    root: Path  # results/{study}
+    client: MlflowClient
+
+    def runs(self, setting: str) -> dict:
+        """run name -> MLflow run, in the experiment {study}/{setting}."""
+        experiment = self.client.get_experiment_by_name(f"{self.config['study']}/{setting}")
+        return {r.info.run_name: r for r in self.client.search_runs([experiment.experiment_id])}
+
+
+@pytest.fixture(scope="module")
+def study(finished) -> Study:
+    config_file = finished_config(finished)
+    config, results = yaml.safe_load(config_file.read_text()), config_file.parent / "results"
+    return Study(config, config_file, results / config["study"],
+                 MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}"))
+
+
 @pytest.mark.slow
-def test_smoke_study_runs_end_to_end_offline_into_mlflow(finished):
-    smoke_config = finished_config(finished)
-    tmp_path = smoke_config.parent
-    config = yaml.safe_load(smoke_config.read_text())
-    root = tmp_path / "results" / config["study"]
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(f"{config['study']}/chameleon")
-    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert {"dense", "mot", "moe4x", "report"} <= set(runs)
+def test_smoke_study_runs_end_to_end_offline(finished):
+    finished_config(finished)
+
+
+@pytest.mark.slow
+def test_chameleon_runs_and_report_log_into_the_settings_experiment(study):
+    experiment = study.client.get_experiment_by_name(f"{study.config['study']}/chameleon")
+    assert {"dense", "mot", "moe4x", "report"} <= set(study.runs("chameleon"))
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on these runs
 
-    for name in ("dense", "mot"):
-        run = runs[name]
-        assert run.data.tags["setting"] == "chameleon" and run.data.tags["arch"] == name
-        assert {"seed", "ablation", "git_commit"} <= set(run.data.tags)
-        assert run.data.params["model.d_model"] == "32"
-        for key in ("val/loss_text", "val/loss_image", "eval/cider", "eval/cider_constant", "eval/fid",
-                    "eval/fid_random", "eval/clip_score", "eval/clip_score_shuffled",
-                    "perf/tokens_per_s", "perf/flops_per_token", "train/loss_text", "train/loss_image"):
-            assert key in run.data.metrics, key
-        assert run.data.params["eval.fid_extractor"] == "tiny_clip"
-        for key in ("eval/cider", "eval/fid", "eval/clip_score"):  # measured over training, at snapshot steps
-            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [10, 20, 30], key
-        history = client.get_metric_history(run.info.run_id, "val/loss_image")
-        assert [m.step for m in history] == [0, 10, 20, 30]  # step 0 + every eval_every, no duplicates
-        assert history[-1].value < history[0].value  # it learns
 
-        eval_dir = root / "chameleon" / name / "eval"
-        metrics = json.loads((eval_dir / "metrics.json").read_text())
-        assert metrics["eval/cider"] == pytest.approx(run.data.metrics["eval/cider"])
-        predictions = json.loads((eval_dir / "captions_pred.json").read_text())
-        references = json.loads((eval_dir / "captions_ref.json").read_text())
-        assert len(predictions) == config["eval"]["caption_images"]
-        assert len(list((eval_dir / "images" / "final").glob("*.png"))) == config["eval"]["images"]["n"]
-        assert (eval_dir / "images" / "grid_step0000030.png").stat().st_size > 1000
-        assert {p["image_id"] for p in predictions} == {i["id"] for i in references["images"]}
-        assert (root / "chameleon" / name / "train" / "mlflow_run_id").read_text().strip() == run.info.run_id
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dense", "mot"])
+def test_a_chameleon_run_logs_its_tags_params_and_metrics_over_training(study, name):
+    run = study.runs("chameleon")[name]
+    assert run.data.tags["setting"] == "chameleon" and run.data.tags["arch"] == name
+    assert {"seed", "ablation", "git_commit"} <= set(run.data.tags)
+    assert run.data.params["model.d_model"] == "32"
+    for key in ("val/loss_text", "val/loss_image", "eval/cider", "eval/cider_constant", "eval/fid",
+                "eval/fid_random", "eval/clip_score", "eval/clip_score_shuffled",
+                "perf/tokens_per_s", "perf/flops_per_token", "train/loss_text", "train/loss_image"):
+        assert key in run.data.metrics, key
+    assert run.data.params["eval.fid_extractor"] == "tiny_clip"
+    for key in ("eval/cider", "eval/fid", "eval/clip_score"):  # measured over training, at snapshot steps
+        assert [m.step for m in study.client.get_metric_history(run.info.run_id, key)] == [10, 20, 30], key
+    history = study.client.get_metric_history(run.info.run_id, "val/loss_image")
+    assert [m.step for m in history] == [0, 10, 20, 30]  # step 0 + every eval_every, no duplicates
+    assert history[-1].value < history[0].value  # it learns
 
-    report = root / "chameleon" / "report"
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dense", "mot"])
+def test_a_chameleon_runs_eval_files_match_its_mlflow_run(study, name):
+    run = study.runs("chameleon")[name]
+    eval_dir = study.root / "chameleon" / name / "eval"
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["eval/cider"] == pytest.approx(run.data.metrics["eval/cider"])
+    predictions = json.loads((eval_dir / "captions_pred.json").read_text())
+    references = json.loads((eval_dir / "captions_ref.json").read_text())
+    assert len(predictions) == study.config["eval"]["caption_images"]
+    assert len(list((eval_dir / "images" / "final").glob("*.png"))) == study.config["eval"]["images"]["n"]
+    assert (eval_dir / "images" / "grid_step0000030.png").stat().st_size > 1000
+    assert {p["image_id"] for p in predictions} == {i["id"] for i in references["images"]}
+    assert (study.root / "chameleon" / name / "train" / "mlflow_run_id").read_text().strip() == run.info.run_id
+
+
+@pytest.mark.slow
+def test_the_chameleon_report_has_its_speedup_table_and_figures(study):
+    report = study.root / "chameleon" / "report"
     assert "| mot | image |" in (report / "speedup.md").read_text()
     for png in ("val_loss_image_vs_step.png", "val_loss_text_vs_flops.png"):
         assert (report / "figures" / png).stat().st_size > 1000
-    assert "speedup/steps_frac_image" in runs["report"].data.metrics or "not reached" in (report / "speedup.md").read_text()
+    assert ("speedup/steps_frac_image" in study.runs("chameleon")["report"].data.metrics
+            or "not reached" in (report / "speedup.md").read_text())
 
-    # data, tokenizer and reference stages log into {study}/data
-    data_experiment = client.get_experiment_by_name(f"{config['study']}/data")
-    stages = {r.info.run_name: r.data.metrics for r in client.search_runs([data_experiment.experiment_id])}
+
+@pytest.mark.slow
+def test_data_tokenizer_and_reference_stages_log_into_the_data_experiment(study):
+    config = study.config
+    stages = {name: run.data.metrics for name, run in study.runs("data").items()}
+    settings = ("chameleon", "chameleon_speech", "transfusion")
     assert set(stages) == {"data", "tokenizers", "tokenize", "clip", "fid_reference", "speech_data",
-                           "speech_units", "image_vae"}
+                           "speech_units", "image_vae", *(f"fid_random_{setting}" for setting in settings)}
     assert stages["data"]["data/train_samples"] == config["data"]["synthetic"]["n_train"]
     assert stages["data"]["data/train_bad"] == 0
     assert {"vq/recon_mse", "vq/perplexity", "vq/codebook_usage"} <= set(stages["tokenizers"])
     assert {"clip/image_to_text_r1", "clip/score_matched", "clip/score_shuffled"} <= set(stages["clip"])
-    assert stages["fid_reference"]["fid/random_codes"] > stages["fid_reference"]["fid/real_subset"]
+    for setting in settings:  # images from random tokenizer inputs are farther from the data than real images
+        assert stages[f"fid_random_{setting}"]["fid/random"] > stages["fid_reference"]["fid/real_subset"]
 
     assert stages["speech_data"]["speech_data/train_samples"] == config["data"]["synthetic"]["n_train"]
     assert stages["speech_units"]["speech/train_unit_usage"] >= 0.8  # most of the codebook in use
     assert stages["image_vae"]["vae_final/recon_mse"] < 0.1 and "vae_final/scaling_factor" in stages["image_vae"]
 
-    # Transfusion and Chameleon+Speech: their own experiments, with every modality's val loss and the eval metrics
-    for setting, modalities in (("transfusion", ("text", "image")), ("chameleon_speech", ("text", "image", "speech"))):
-        experiment = client.get_experiment_by_name(f"{config['study']}/{setting}")
-        setting_runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-        assert set(config["settings"][setting]["runs"]) | {"report"} <= set(setting_runs), setting
-        for name in config["settings"][setting]["runs"]:
-            metrics = setting_runs[name].data.metrics
-            for key in [f"val/loss_{m}" for m in modalities] + ["eval/cider", "eval/fid", "eval/clip_score"]:
-                assert key in metrics, (setting, name, key)
-            history = client.get_metric_history(setting_runs[name].info.run_id, "val/loss_image")
-            assert history[-1].value < history[0].value, (setting, name)  # the image loss (diffusion or codes) falls
-        assert (root / setting / "report" / "speedup.md").exists()
-    assert "merge-image_speech" in (root / "chameleon_speech" / "report" / "merges.md").read_text()
 
-    # MoE-4x: the load-balancing loss keeps every expert busy (>= 10% of the tokens at the last log step)
-    moe = runs["moe4x"]
+@pytest.mark.slow
+@pytest.mark.parametrize("setting,modalities", [("transfusion", ("text", "image")),
+                                                ("chameleon_speech", ("text", "image", "speech"))],
+                         ids=["transfusion", "chameleon_speech"])
+def test_transfusion_and_chameleon_speech_log_every_modalitys_loss_and_the_eval_metrics(study, setting, modalities):
+    setting_runs = study.runs(setting)  # their own experiments
+    assert set(study.config["settings"][setting]["runs"]) | {"report"} <= set(setting_runs), setting
+    for name in study.config["settings"][setting]["runs"]:
+        metrics = setting_runs[name].data.metrics
+        for key in [f"val/loss_{m}" for m in modalities] + ["eval/cider", "eval/fid", "eval/clip_score"]:
+            assert key in metrics, (setting, name, key)
+        history = study.client.get_metric_history(setting_runs[name].info.run_id, "val/loss_image")
+        assert history[-1].value < history[0].value, (setting, name)  # the image loss (diffusion or codes) falls
+    assert (study.root / setting / "report" / "speedup.md").exists()
+
+
+@pytest.mark.slow
+def test_the_chameleon_speech_report_lists_the_leave_one_out_merges(study):
+    assert "merge-image_speech" in (study.root / "chameleon_speech" / "report" / "merges.md").read_text()
+
+
+@pytest.mark.slow
+def test_moe4x_load_balancing_keeps_every_expert_busy(study):
+    # >= 10% of the tokens per expert at the last log step
+    moe = study.runs("chameleon")["moe4x"]
     loads = [moe.data.metrics[f"moe/load_expert{e}"] for e in range(4)]
     assert sum(loads) == pytest.approx(1.0) and min(loads) >= 0.10, loads
 
-    # one self-contained HTML page with every figure and table
-    html = tmp_path / "report.html"
-    made = snakemake("--report", str(html), "--configfile", str(smoke_config))
+
+@pytest.mark.slow
+def test_snakemake_report_is_one_html_page_with_every_figure_and_table(study):
+    html = study.config_file.parent / "report.html"
+    made = snakemake("--report", str(html), "--configfile", str(study.config_file))
     assert made.returncode == 0, made.stderr[-2000:]
     page = html.read_text()
     for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "ablations.csv"):
@@ -156,10 +206,12 @@ def test_the_same_config_in_another_key_order_or_another_file_plans_nothing(fini
     config_file = finished_config(finished)
     assert planned_jobs(config_file) == {}
     assert planned_jobs(variant(config_file, "copy.yaml")) == {}  # the config path is in no rerun trigger
-    reordered = variant(config_file, "reordered.yaml", dump=lambda c: yaml.safe_dump(_reversed_keys(c), sort_keys=False))
+    reordered = variant(config_file, "reordered.yaml",
+                        dump=lambda config: yaml.safe_dump(_reversed_keys(config), sort_keys=False))
     assert reordered.read_text() != config_file.read_text()
     assert planned_jobs(reordered) == {}
-    spelled_out = variant(config_file, "defaults.yaml", lambda c: c["eval"]["clip"].update(context_length=40, seed=0))
+    spelled_out = variant(config_file, "defaults.yaml",
+                          lambda config: config["eval"]["clip"].update(context_length=40, seed=0))
     assert planned_jobs(spelled_out) == {}  # fingerprints hash the resolved config: a default written out is no change
 
 
@@ -167,7 +219,7 @@ def test_the_same_config_in_another_key_order_or_another_file_plans_nothing(fini
 def test_changing_one_runs_config_plans_only_its_training_evaluation_and_the_report(finished):
     config_file = finished_config(finished)
     changed = variant(config_file, "mot_lr.yaml",
-                      lambda c: c["settings"]["chameleon"]["runs"]["mot"].update(train={"lr": 5.0e-4}))
+                      lambda config: config["settings"]["chameleon"]["runs"]["mot"].update(train={"lr": 5.0e-4}))
     assert planned_jobs(changed) == {"train": 1, "evaluate": 1, "report": 1, "all": 1, "total": 4}
     plan = snakemake("-n", "--cores", "2", "--configfile", str(changed)).stdout
     assert "chameleon/mot/train/final.pt" in plan and "chameleon/dense/train/final.pt" not in plan
@@ -176,7 +228,8 @@ def test_changing_one_runs_config_plans_only_its_training_evaluation_and_the_rep
 @pytest.mark.slow
 def test_changing_the_clip_config_refits_clip_and_re_evaluates_with_nothing_upstream(finished):
     config_file = finished_config(finished)
-    changed = variant(config_file, "clip.yaml", lambda c: c["eval"]["clip"].update(steps=20))
-    # every run of the 3 settings is re-evaluated; no data, tokenizers, tokens or training
-    assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "evaluate": 8, "report": 3, "all": 1,
-                                     "total": 14}
+    changed = variant(config_file, "clip.yaml", lambda config: config["eval"]["clip"].update(steps=20))
+    # every FID floor is re-measured with the new features and every run of the 3 settings re-evaluated; no data,
+    # tokenizers, tokens or training
+    assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "fid_random": 3, "evaluate": 8, "report": 3,
+                                     "all": 1, "total": 17}

@@ -4,7 +4,6 @@ unchanged without them; val/loss_text stays the captions' loss and val/loss_text
 mixture has text-only rows."""
 
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -145,7 +144,7 @@ def evaluated_metrics(config, objective) -> dict:
     run = find_run(config, "chameleon", "dense")
     torch.manual_seed(0)
     trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.run, trainer.tcfg, trainer.objective = config, run, run.train, objective
+    trainer.config, trainer.run, trainer.train_cfg, trainer.objective = config, run, run.train, objective
     trainer.model = objective.build_model(run)
     trainer.device, trainer.autocast = torch.device("cpu"), torch.autocast("cpu", enabled=False)
     trainer.val_data = objective.sequences("val", trainer.model)

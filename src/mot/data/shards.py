@@ -26,7 +26,6 @@ from tqdm import tqdm
 from mot.paths import MANIFEST
 
 T = TypeVar("T")
-BAD_REASONS = ("missing_image", "unreadable_image", "empty_caption", "non_utf8_caption")
 
 
 class DataError(Exception):

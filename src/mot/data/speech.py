@@ -33,10 +33,6 @@ from mot.data.shards import (
     write_manifest, write_records,
 )
 
-SPEECH_BAD_REASONS = (
-    "missing_audio", "unreadable_audio", "empty_audio", "wrong_sample_rate",
-    "empty_transcript", "non_utf8_transcript",
-)
 AUDIO_FORMATS = ("flac", "wav")
 RENDERERS = ("synthetic", "espeak")
 CAPTION_CHOICES = ("cycle", "shortest")

@@ -26,7 +26,6 @@ from mot.data.shards import (
 )
 from mot.data.synthetic import SIZE_WORDS, Scene, ShapeSpec, _choose_words, _pick, describe_scene, sample_scene
 
-TEXT_BAD_REASONS = ("unreadable_document", "non_utf8_document", "empty_document", "contains_eval_caption")
 TEXT_SOURCES = ("synthetic", "folder", "jsonl")
 TEXT_FIELD, SOURCE_FIELD = "txt", "src"
 JSONL_FIELD = "text"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import json
 import logging
 import math
 import time
@@ -53,12 +52,12 @@ class Trainer:
     Under torchrun every rank builds a Trainer; rank 0 alone logs and writes files (distributed.py)."""
 
     def __init__(self, config: dict, run: RunSpec):
-        self.config, self.run, self.tcfg = config, run, run.train
+        self.config, self.run, self.train_cfg = config, run, run.train
         self.paths = StudyPaths.from_config(config)
-        torch.set_num_threads(self.tcfg["threads"])
+        torch.set_num_threads(self.train_cfg["threads"])
         torch.manual_seed(run.seed)
-        device = pick_device(self.tcfg["device"])
-        self.world = distributed.init(self.tcfg, device)
+        device = pick_device(self.train_cfg["device"])
+        self.world = distributed.init(self.train_cfg, device)
         self.device = self.world.device(device)
         if not self.world.is_main:
             logging.getLogger("mot").setLevel(logging.WARNING)
@@ -66,10 +65,10 @@ class Trainer:
         self.vocab, self.seq_len = self.objective.vocab, self.objective.seq_len
         with torch.device(self.device):  # built where it trains: no full host copy per process at scale
             self.model = self.objective.build_model(run).to(self.device)
-        if self.tcfg["sorted_attention"] and self.device.type != "cuda":
+        if self.train_cfg["sorted_attention"] and self.device.type != "cuda":
             raise ValueError(f"{run.setting}/{run.name}: train.sorted_attention needs a GPU (flex attention has no CPU "
                              f"backward in this torch); expected false on {self.device.type}")
-        self.model.sorted_attention = self.tcfg["sorted_attention"]
+        self.model.sorted_attention = self.train_cfg["sorted_attention"]
         self.train_data = self.objective.sequences("train", self.model)
         self.val_data = self.objective.sequences("val", self.model)
         # with streams on several ranks each rank builds only its own rows of every global batch
@@ -77,10 +76,10 @@ class Trainer:
         aux_weight = run.moe["aux_loss_weight"] if run.moe else 0.0
         # activation checkpointing, compile, DDP / FSDP2 applied from outside; the optimizer sees the result
         self.step_model = distributed.parallelize(distributed.TrainingStep(self.model, self.objective, aux_weight),
-                                                  self.tcfg, self.device, self.world)
-        self.sharded = self.tcfg["parallel"] != "none"  # DCP checkpoints, validation through the wrapper
-        self.optimizer = build_optimizer(self.model, self.tcfg)
-        self.autocast = autocast_for(self.device, self.tcfg["precision"])
+                                                  self.train_cfg, self.device, self.world)
+        self.sharded = self.train_cfg["parallel"] != "none"  # DCP checkpoints, validation through the wrapper
+        self.optimizer = build_optimizer(self.model, self.train_cfg)
+        self.autocast = autocast_for(self.device, self.train_cfg["precision"])
         self.train_dir = self.paths.train_dir(run.setting, run.name)
         if self.world.is_main:
             self._discard_stale_state(run_fingerprint(config, run))
@@ -121,9 +120,9 @@ class Trainer:
         try:
             self._resume()
             if self.step == 0 and self.world.is_main:  # the text:image token ratio it trains on, over <= 4096 rows
-                batches = max(1, min(self.tcfg["steps"], 100, 4096 // self.tcfg["batch_size"]))
+                batches = max(1, min(self.train_cfg["steps"], 100, 4096 // self.train_cfg["batch_size"]))
                 self.logger.log_metrics(self.objective.mixture_metrics(
-                    self.train_data, batches, self.tcfg["batch_size"], self.run.seed), 0)
+                    self.train_data, batches, self.train_cfg["batch_size"], self.run.seed), 0)
             if self.step == 0:
                 self.evaluate_and_log(0)
             self._loop()
@@ -154,11 +153,11 @@ class Trainer:
 
     def evaluate_and_log(self, step: int) -> None:
         # the curve may use a fixed val subset (train.eval_samples): a fine grid of steps at a small cost
-        batches = self.val_data.eval_batches(self.config["eval"]["batch_size"], self.tcfg["eval_samples"])
+        batches = self.val_data.eval_batches(self.config["eval"]["batch_size"], self.train_cfg["eval_samples"])
         losses = self._validation_loss(batches, self.run.modalities)
         # beyond the modalities, e.g. text_only: the text-only val rows of a mixture that trains on them
         losses.update(self.objective.extra_validation(self.model, self.config["eval"]["batch_size"],
-                                                      self._validation_loss, self.tcfg["eval_samples"]))
+                                                      self._validation_loss, self.train_cfg["eval_samples"]))
         self.logger.log_metrics({**{f"val/loss_{m}": v for m, v in losses.items()},
                                  "val/cum_flops": self.tokens_seen * self.flops_token,
                                  "val/wall_clock_s": self.wall_clock}, step)
@@ -174,11 +173,12 @@ class Trainer:
     def _batches(self, start: int):
         """The host batches of steps start, start + 1, ...: the global batch, or with streams on several ranks this
         rank's rows of it; built here or by train.data_workers DataLoader workers ahead of the step."""
-        dataset = StepBatches(self.train_data, start, self.tcfg["steps"], self.tcfg["batch_size"], self.run.seed,
-                              distributed.rank_rows(self.tcfg["batch_size"], self.world) if self.own_rows else None)
-        if not self.tcfg["data_workers"]:
+        batch_size = self.train_cfg["batch_size"]
+        dataset = StepBatches(self.train_data, start, self.train_cfg["steps"], batch_size, self.run.seed,
+                              distributed.rank_rows(batch_size, self.world) if self.own_rows else None)
+        if not self.train_cfg["data_workers"]:
             return iter(dataset)
-        return iter(DataLoader(dataset, batch_size=None, num_workers=self.tcfg["data_workers"], prefetch_factor=2))
+        return iter(DataLoader(dataset, batch_size=None, num_workers=self.train_cfg["data_workers"], prefetch_factor=2))
 
     def _train_step(self, step: int, batch):
         """One optimizer step on the (seed, step) global batch: this rank's micro-batches (train.grad_accum),
@@ -187,10 +187,10 @@ class Trainer:
         plan = self.model.cfg.plan
         if self.own_rows:  # the loss normaliser is the global batch's target count
             batch = dataclasses.replace(batch, target_counts=distributed.sum_counts(batch.target_counts))
-        parts = distributed.micro_batches(batch, self.world, self.tcfg["grad_accum"], plan.group_of_modality,
+        parts = distributed.micro_batches(batch, self.world, self.train_cfg["grad_accum"], plan.group_of_modality,
                                           plan.n_groups, rows_of_rank=self.own_rows)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(step, self.tcfg)
+            group["lr"] = lr_at(step, self.train_cfg)
         self.optimizer.zero_grad(set_to_none=True)
         step_loss, step_sums = 0.0, 0.0
         for index, part in enumerate(parts):
@@ -199,25 +199,25 @@ class Trainer:
                     total, loss, sums, aux = self.step_model(part.to(self.device))
                 (total / len(parts) if len(parts) > 1 else total).backward()
             step_loss, step_sums = step_loss + loss.detach(), step_sums + sums.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg["grad_clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"])
         self.optimizer.step()
         aux = aux.detach() if aux is not None else None
         n_tokens = batch.n_tokens * (self.world.size if self.own_rows else 1)  # the global batch's tokens
         return (batch.target_counts, n_tokens), step_loss / (len(parts) * self.world.size), step_sums, aux, grad_norm
 
     def _loop(self) -> None:
-        tcfg, run = self.tcfg, self.run
+        train_cfg, run = self.train_cfg, self.run
         interval = _Interval(self.device)
         moe_layers = self.model.moe_layers()
         self.model.train()
-        bar = tqdm(range(self.step, tcfg["steps"]), desc=f"train {run.setting}/{run.name}",
-                   initial=self.step, total=tcfg["steps"], mininterval=5.0, disable=not self.world.is_main)
+        bar = tqdm(range(self.step, train_cfg["steps"]), desc=f"train {run.setting}/{run.name}",
+                   initial=self.step, total=train_cfg["steps"], mininterval=5.0, disable=not self.world.is_main)
         batches = self._batches(self.step)
         for step in bar:
             t0 = time.perf_counter()
             batch, loss, sums, aux, grad_norm = self._train_step(step, next(batches))
             done = step + 1
-            log_now = done % tcfg["log_every"] == 0 or done == tcfg["steps"]
+            log_now = done % train_cfg["log_every"] == 0 or done == train_cfg["steps"]
             if log_now and self.device.type == "cuda":
                 torch.cuda.synchronize()  # honest step times; the only sync, once per log interval
             dt = time.perf_counter() - t0
@@ -231,20 +231,20 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise NonFiniteLoss(f"{run.setting}/{run.name}: non-finite loss {loss_value} at step {done}; "
                                         f"the last good checkpoint is kept in {self.train_dir / 'checkpoints'}")
-                metrics = {"train/loss": loss_value, "train/lr": lr_at(step, tcfg), "train/grad_norm": float(distributed.grad_norm_value(grad_norm)),
+                metrics = {"train/loss": loss_value, "train/lr": lr_at(step, train_cfg), "train/grad_norm": float(distributed.grad_norm_value(grad_norm)),
                            "perf/tokens_per_s": interval.tokens / max(interval.seconds, 1e-9),
                            "perf/flops_per_token": self.flops_token, "perf/cum_flops": self.tokens_seen * self.flops_token,
                            "perf/wall_clock_s": self.wall_clock, **interval.modality_losses(run.modalities)}
                 if self.device.type == "cuda":
                     metrics["perf/mfu"] = (metrics["perf/tokens_per_s"] * self.flops_token
-                                           / (tcfg["peak_tflops"] * 1e12 * self.world.size))
+                                           / (train_cfg["peak_tflops"] * 1e12 * self.world.size))
                 if moe_layers:
                     metrics["moe/aux_loss"] = float(aux)
                     metrics.update({f"moe/load_expert{e}": x for e, x in enumerate(interval.moe_load())})
                 self.logger.log_metrics(metrics, done)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 interval = _Interval(self.device)
-            if done % tcfg["eval_every"] == 0 or done == tcfg["steps"]:
+            if done % train_cfg["eval_every"] == 0 or done == train_cfg["steps"]:
                 self.evaluate_and_log(done)
             if done in self.snapshot_steps:
                 state = full_model_state(self.model)  # gathered from every rank's shards
@@ -252,11 +252,11 @@ class Trainer:
                     snapshot = self.paths.snapshot(run.setting, run.name, done)
                     snapshot.parent.mkdir(parents=True, exist_ok=True)
                     torch.save({"model": state, "step": done}, snapshot)
-            if done % tcfg["checkpoint_every"] == 0 or done == tcfg["steps"]:
+            if done % train_cfg["checkpoint_every"] == 0 or done == train_cfg["steps"]:
                 self._save_checkpoint(done)
 
     def _save_checkpoint(self, step: int) -> None:
-        directory, keep = self.train_dir / "checkpoints", self.tcfg["keep_checkpoints"]
+        directory, keep = self.train_dir / "checkpoints", self.train_cfg["keep_checkpoints"]
         train_state = {"step": step, "wall_clock": self.wall_clock, "tokens_seen": self.tokens_seen}
         if self.sharded:  # torch.distributed.checkpoint: every rank writes its shards
             save_sharded_checkpoint(directory, step, self.model, self.optimizer, train_state, self.world.rank, keep)

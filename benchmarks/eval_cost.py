@@ -19,7 +19,8 @@ import time
 import numpy as np
 import torch
 
-from mot.config import find_run, load_config
+from mot.config import find_run
+from mot.config.load import load_config
 from mot.data.sequences import TokenizedSplit
 from mot.settings.chameleon import ChameleonObjective
 from mot.train.optim import build_optimizer, lr_at

@@ -11,7 +11,8 @@ import statistics
 import subprocess
 import sys
 
-from mot.config import find_run, load_config
+from mot.config import find_run
+from mot.config.load import load_config
 from mot.models.plan import ParameterPlan
 from mot.models.transformer import ModelConfig, Transformer
 from mot.settings.chameleon import ChameleonObjective

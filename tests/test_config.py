@@ -3,7 +3,9 @@
 import pytest
 import yaml
 
-from mot.config import ConfigError, find_run, load_config, run_fingerprint, run_specs
+from mot.config import ConfigError, find_run, run_specs
+from mot.config.load import load_config
+from mot.config.inputs import run_fingerprint
 from tests.conftest import REPO, snakemake
 
 

@@ -7,7 +7,9 @@ import json
 import logging
 import sys
 
-from mot.config import ConfigError, find_run, load_config, run_fingerprint, run_specs
+from mot.config import ConfigError, find_run, run_specs
+from mot.config.inputs import run_fingerprint
+from mot.config.load import load_config
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:

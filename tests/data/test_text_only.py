@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from mot.config import load_config
+from mot.config.load import load_config
 from mot.data.sequences import TextChunks
 from mot.data.shards import DataError, load_manifest, write_split
 from mot.data.stage import build_text

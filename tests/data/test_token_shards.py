@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mot.data.sequences import TextChunks, TokenizedSplit
+from mot.data.sequences import TokenizedSplit
 from mot.data.token_shards import (MANIFEST, ShardRows, StreamPlan, allocate_streams, shard_sizes,
                                    write_row_shards)
 from mot.settings.chameleon import ChameleonSequences

@@ -15,7 +15,7 @@ from scipy import stats
 
 from evaluation.report import SettingReport, paper_value, report
 from evaluation.scaling import size_sweep_rows
-from mot.config import load_config
+from mot.config.load import load_config
 from mot.paths import StudyPaths
 from mot.tracking import RunLogger, init_store
 from tests.conftest import REPO

@@ -8,7 +8,8 @@ import sys
 import pytest
 import yaml
 
-from mot.config import load_config, run_specs
+from mot.config import run_specs
+from mot.config.load import load_config
 from mot.models.accounting import paper_formulas
 from mot.settings.accounting import accounting_table
 from mot.models.factory import model_config

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from mot.config import load_config, run_specs
+from mot.config import run_specs
+from mot.config.load import load_config
 from mot.settings import objective_for
 from tests.conftest import REPO, snakemake
 from tests.settings.toy_captioning import ToyCaptioningObjective

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mot.config import load_config
+from mot.config.load import load_config
 from mot.data.sequences import IGNORE, SpeechTokens, TokenizedSplit
 from mot.settings import objective_for
 from mot.settings.chameleon import ChameleonSequences

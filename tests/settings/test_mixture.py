@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mot.config import find_run, load_config
+from mot.config import find_run
+from mot.config.load import load_config
 from mot.data.sequences import TextChunks, TokenizedSplit
 from mot.settings import objective_for
 from mot.settings.chameleon import ChameleonSequences

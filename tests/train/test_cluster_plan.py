@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from mot.config import ConfigError, load_config
+from mot.config import ConfigError
+from mot.config.load import load_config
 
 from tests.conftest import REPO, snakemake
 

@@ -1,8 +1,10 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
 from snakemake.logging import logger
 
-from mot.config import (ConfigError, evaluation_fingerprint, find_run, missing_paths, run_fingerprint, run_specs,
-                        setting_stage_fingerprint, stage_fingerprint, token_shard_sources, uses_text_only, validate)
+from mot.config import ConfigError, find_run, run_specs, uses_text_only
+from mot.config.inputs import (evaluation_fingerprint, run_fingerprint, setting_stage_fingerprint, stage_fingerprint,
+                               token_shard_sources)
+from mot.config.load import missing_paths, validate
 from mot.paths import TOKEN_SOURCES, StudyPaths
 from mot.settings import objective_class
 

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Iterable
 
 from mot.data.coco import iter_coco_captions
-from mot.data.shards import MANIFEST, DataError, Sample, check_bad_fraction, write_manifest, write_split
+from mot.data.shards import (MANIFEST, DataError, Sample, check_bad_fraction, load_manifest, load_split_arrays,
+                             write_manifest, write_split)
+from mot.data.speech import build_librispeech_dataset, build_speech_dataset
 from mot.data.synthetic import iter_synthetic
+from mot.data.text import build_text_dataset, held_out_captions
 
 logger = logging.getLogger("mot.data")
 
@@ -118,9 +121,6 @@ def _remove_stale_shards(out_dir: Path, split: str) -> None:
 def build_speech(config: dict, out_dir: Path) -> dict:
     """The spoken-caption shards of the chameleon_speech setting under out_dir (data/speech): the image
     captions rendered as audio (synthetic), or LibriSpeech-style folders imported. Returns the manifest."""
-    from mot.data.shards import load_manifest, load_split_arrays
-    from mot.data.speech import build_librispeech_dataset, build_speech_dataset
-
     data_cfg, speech = config["data"], config["data"]["speech"]
     common = dict(sample_rate=speech["sample_rate"], audio_format=speech["audio_format"],
                   shard_size=data_cfg["shard_size"], max_bad_fraction=data_cfg["max_bad_fraction"])
@@ -140,8 +140,6 @@ def build_speech(config: dict, out_dir: Path) -> dict:
 def build_text(config: dict, out_dir: Path) -> dict:
     """The text-only documents of `sequences.mixture.text_only` under out_dir (data/text): the synthetic
     corpus, or a folder / JSON-lines import; none contains a caption of the image data's val or test split."""
-    from mot.data.text import build_text_dataset, held_out_captions
-
     data_cfg = config["data"]
     held_out = held_out_captions(Path(out_dir).parent)
     synthetic = data_cfg["synthetic"]

@@ -21,8 +21,8 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from mot.data.shards import (
-    BadSample, DataError, check_bad_fraction, load_manifest, read_records, require_fields, write_manifest,
-    write_records,
+    BadSample, DataError, check_bad_fraction, load_manifest, read_records, read_split, require_fields,
+    write_manifest, write_records,
 )
 from mot.data.synthetic import SIZE_WORDS, Scene, ShapeSpec, _choose_words, _pick, describe_scene, sample_scene
 
@@ -299,7 +299,5 @@ def build_text_dataset(
 
 def held_out_captions(image_data_dir: Path) -> HeldOutCaptions:
     """Every caption of the image data's splits other than train (val, test)."""
-    from mot.data.shards import read_split
-
     splits = [s for s in load_manifest(image_data_dir)["splits"] if s != "train"]
     return HeldOutCaptions(c for split in splits for _, _, caps in read_split(image_data_dir, split) for c in caps)

@@ -147,7 +147,7 @@ class ImageAdapters(nn.Module):
         self.patch_out = nn.Linear(d_model, patch_dim)
 
     def embed(self, patches: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        from mot.models.diffusion import timestep_embedding
+        from mot.models.diffusion import timestep_embedding  # it imports diffusers (seconds): Transfusion only
 
         dtype = self.patch_in.weight.dtype  # the data pipeline hands float32 patches to any model precision
         t = timestep_embedding(timesteps, self.d_model).to(dtype)

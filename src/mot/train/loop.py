@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from mot.config import RunSpec, run_fingerprint
+from mot.config import RunSpec
+from mot.config.inputs import run_fingerprint
 from mot.models.accounting import analytic_parameters, flops_per_token
 from mot.grouping import MODALITIES
 from mot.paths import StudyPaths

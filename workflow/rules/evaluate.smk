@@ -12,6 +12,7 @@ rule fit_clip:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_clip"),
     shell:
         "mot fit-clip --config {CFG} > {log} 2>&1"
 
@@ -32,6 +33,7 @@ rule fid_reference:
     resources:
         mem_mb=6000,
         runtime=60,
+        **job_resources("fid_reference"),
     shell:
         "mot fid-reference --config {CFG} > {log} 2>&1"
 
@@ -51,6 +53,6 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        **job_resources("evaluate"),
     shell:
         "mot evaluate --config {CFG} --setting {wildcards.setting} --run {wildcards.run} > {log} 2>&1"

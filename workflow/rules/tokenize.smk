@@ -12,6 +12,7 @@ rule fit_tokenizers:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_tokenizers"),
     shell:
         "mot fit-tokenizers --config {CFG} > {log} 2>&1"
 
@@ -31,6 +32,7 @@ rule tokenize:
     resources:
         mem_mb=6000,
         runtime=120,
+        **job_resources("tokenize"),
     shell:
         "mot tokenize --config {CFG} > {log} 2>&1"
 
@@ -49,6 +51,7 @@ rule fit_image_vae:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_image_vae"),
     shell:
         "mot fit-image-vae --config {CFG} > {log} 2>&1"
 
@@ -69,6 +72,7 @@ rule fit_speech_units:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_speech_units"),
     shell:
         "mot fit-speech-units --config {CFG} > {log} 2>&1"
 
@@ -88,6 +92,7 @@ rule tokenize_text:
     resources:
         mem_mb=4000,
         runtime=60,
+        **job_resources("tokenize_text"),
     shell:
         "mot tokenize-text --config {CFG} > {log} 2>&1"
 
@@ -108,5 +113,6 @@ rule shard_tokens:
     resources:
         mem_mb=4000,
         runtime=60,
+        **job_resources("shard_tokens"),
     shell:
         "mot shard-tokens --config {CFG} --source {wildcards.source} > {log} 2>&1"

@@ -9,7 +9,7 @@ import yaml
 from mot.cluster import SINFO_FORMAT, gres_gpus, parse_sinfo, preflight, rule_job
 from mot.config import load_config
 
-from tests.conftest import REPO
+from tests.conftest import REPO, snakemake
 
 # `sinfo -h -N -o "%P|%N|%c|%m|%G"` on the box of workflow/cluster/slurm-box.sh (recorded)
 BOX_SINFO = "cpu*|box1|2|16000|(null)\ncpu*|box2|2|16000|(null)\n"
@@ -148,3 +148,13 @@ def test_the_slurm_profile_asks_for_gpus_only_through_keys_sbatch_reads():
         profile = yaml.safe_load((REPO / "workflow" / "profiles" / name / "config.yaml").read_text())
         for rule, resources in {"*": profile.get("default-resources", {}), **profile.get("set-resources", {})}.items():
             assert not {"gpus", "gpu", "gres", "tasks_per_gpu"} & set(resources), (name, rule)
+
+
+def test_a_bare_snakemake_finds_the_default_profile_and_it_never_overrides_the_slurm_profile(tmp_path, smoke_config):
+    result = snakemake("-n", "--cores", "2", "--configfile", str(smoke_config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Using workflow specific profile {REPO / 'profiles' / 'default'} " in result.stderr
+    # snakemake layers it over any --profile: it may only repeat what the slurm profile says (no `cores`)
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert default and all(slurm.get(key) == value for key, value in default.items()), default

@@ -79,6 +79,8 @@ SlurmdLogFile=$LOG/slurmd-%n.log
 SlurmctldPort=6817
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
+# sacct shows the plugin's --comment (rule_{rule}_wildcards_{...}): the job table names each job's rule
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 # squeue keeps a finished job for 5 min too (>= 120 s: the slurm plugin's squeue status command works as well)

@@ -80,7 +80,7 @@ def test_auto_device_asks_for_no_gpu(tmp_path):
 
 def job(rule="train", **resources):
     threads = resources.pop("threads", 1)
-    return (f"rule {rule}", {"slurm_partition": "cpu", "mem_mb": 4000, **resources}, threads)
+    return (rule, {"slurm_partition": "cpu", "mem_mb": 4000, **resources}, threads)
 
 
 def test_sinfo_parsing_finds_the_largest_node_and_the_default_partition():
@@ -115,20 +115,22 @@ def test_the_box_profile_passes_and_every_refusal_is_one_line_naming_the_key():
         problems = preflight([bad], BOX_SINFO, BOX_SCONTROL, None)
         assert len(problems) == 1 and problems[0].startswith(message), (key, problems)
         assert "\n" not in problems[0] and key in problems[0]
-    # the jobs of one rule share one line
-    assert len(preflight([job(mem_mb=99999)] * 5, BOX_SINFO, BOX_SCONTROL, None)) == 1
+    # the jobs of one rule, and the rules with the same problem, share one line
+    assert preflight([job(mem_mb=99999)] * 5 + [job("evaluate", mem_mb=99999), job("report", mem_mb=2000)],
+                     BOX_SINFO, BOX_SCONTROL, None) == [
+        "rules train, evaluate: mem_mb=99999 is more than any node of partition 'cpu' has (16000)"]
 
 
 def test_an_unset_partition_is_the_default_one_and_gpus_are_checked_per_node():
-    gpu_job = ("rule train", {"mem_mb": 100000, "gpu": 8}, 8)
+    gpu_job = ("train", {"mem_mb": 100000, "gpu": 8}, 8)
     assert preflight([gpu_job], GPU_SINFO) == []
-    too_many = ("rule train", {"mem_mb": 100000, "gpu": 9}, 8)
+    too_many = ("train", {"mem_mb": 100000, "gpu": 9}, 8)
     assert preflight([too_many], GPU_SINFO) == [
         "rule train: gpu asks for 9 GPU(s) but no node of partition 'gpu' has more than 8"]
-    multi = ("rule train", {"slurm_partition": "gpu", "nodes": 2, "tasks": 2, "mpi": "srun", "gres": "gpu:8",
+    multi = ("train", {"slurm_partition": "gpu", "nodes": 2, "tasks": 2, "mpi": "srun", "gres": "gpu:8",
                             "mem_mb": 500000}, 64)
     assert preflight([multi], GPU_SINFO) == []
-    assert preflight([("rule evaluate", {"slurm_partition": "cpu", "gpu": 1}, 1)], GPU_SINFO) == [
+    assert preflight([("evaluate", {"slurm_partition": "cpu", "gpu": 1}, 1)], GPU_SINFO) == [
         "rule evaluate: gpu asks for 1 GPU(s) but partition 'cpu' has none"]
 
 

@@ -95,37 +95,36 @@ def _int(value) -> int:
     return int(value) if value not in (None, "") else 0
 
 
-def check_job(label: str, resources: dict, threads: int, partitions: dict[str, Partition], default: str | None
-              ) -> list[str]:
+def check_job(resources: dict, threads: int, partitions: dict[str, Partition], default: str | None) -> list[str]:
     """A job's problems against the cluster, each one line naming the resource key."""
     name = resources.get("slurm_partition") or default
     if not name:
-        return [f"{label}: slurm_partition is not set and the cluster has no default partition"]
+        return [f"slurm_partition is not set and the cluster has no default partition"]
     if name not in partitions:
-        return [f"{label}: slurm_partition={name!r} does not exist (partitions: {', '.join(sorted(partitions))})"]
+        return [f"slurm_partition={name!r} does not exist (partitions: {', '.join(sorted(partitions))})"]
     part = partitions[name]
     problems = []
     nodes = _int(resources.get("nodes")) or 1
     if nodes > part.nodes:
-        problems.append(f"{label}: nodes={nodes} is more than partition {name!r} has ({part.nodes})")
+        problems.append(f"nodes={nodes} is more than partition {name!r} has ({part.nodes})")
     mem = _int(resources.get("mem_mb"))
     if mem > part.mem_mb:  # the plugin's --mem: per node
-        problems.append(f"{label}: mem_mb={mem} is more than any node of partition {name!r} has ({part.mem_mb})")
+        problems.append(f"mem_mb={mem} is more than any node of partition {name!r} has ({part.mem_mb})")
     cpus_key = "cpus_per_task" if resources.get("cpus_per_task") else "threads"
     cpus = _int(resources.get("cpus_per_task")) or threads
     tasks_per_node = max(1, (_int(resources.get("tasks")) or 1) // nodes) if resources.get("mpi") else 1
     if cpus * tasks_per_node > part.cpus:
-        problems.append(f"{label}: {cpus_key}={cpus} x {tasks_per_node} task(s) per node is more CPUs than any "
+        problems.append(f"{cpus_key}={cpus} x {tasks_per_node} task(s) per node is more CPUs than any "
                         f"node of partition {name!r} has ({part.cpus})")
     gpus = _int(resources.get("gpu")) or gres_gpus(str(resources.get("gres") or ""))
     key = "gpu" if _int(resources.get("gpu")) else "gres"
     if gpus and not part.gpus:
-        problems.append(f"{label}: {key} asks for {gpus} GPU(s) but partition {name!r} has none")
+        problems.append(f"{key} asks for {gpus} GPU(s) but partition {name!r} has none")
     elif gpus > part.gpus:
-        problems.append(f"{label}: {key} asks for {gpus} GPU(s) but no node of partition {name!r} has more "
+        problems.append(f"{key} asks for {gpus} GPU(s) but no node of partition {name!r} has more "
                         f"than {part.gpus}")
     if _int(resources.get("gpus")):
-        problems.append(f"{label}: gpus is not read by sbatch (snakemake-executor-plugin-slurm): use gpu or gres")
+        problems.append(f"gpus is not read by sbatch (snakemake-executor-plugin-slurm): use gpu or gres")
     return problems
 
 
@@ -145,13 +144,17 @@ def check_status_command(status_command: str | None, scontrol_config: str) -> li
 
 
 def preflight(jobs, sinfo_text: str, scontrol_config: str = "", status_command: str | None = None) -> list[str]:
-    """Problems of `jobs` ((label, resources, threads) per job) on this cluster, one line each, deduplicated by
-    rule and message (the jobs of one rule share their resources)."""
+    """Problems of `jobs` ((rule, resources, threads) per job) on this cluster: one line per problem, naming the
+    rules that have it (the jobs of a rule, and often all rules, share one profile entry)."""
     partitions, default = parse_sinfo(sinfo_text)
-    problems = check_status_command(status_command, scontrol_config)
-    for label, resources, threads in jobs:
-        problems += [p for p in check_job(label, resources, threads, partitions, default) if p not in problems]
-    return problems
+    found: dict[str, list[str]] = {}
+    for rule, resources, threads in jobs:
+        for problem in check_job(resources, threads, partitions, default):
+            rules = found.setdefault(problem, [])
+            if rule not in rules:
+                rules.append(rule)
+    return check_status_command(status_command, scontrol_config) + [
+        f"rule{'s' if len(rules) > 1 else ''} {', '.join(rules)}: {problem}" for problem, rules in found.items()]
 
 
 def cluster_state() -> tuple[str, str]:

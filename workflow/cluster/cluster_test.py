@@ -88,6 +88,14 @@ def job_table(since: str, cancelled: str | None, failures: list[str]) -> None:
                         "expected CANCELLED then COMPLETED (the profile's retry)")
 
 
+def artifact_files(client, run_id: str, path: str) -> set[str]:
+    """Every file under an artifact path of a run, listed through the tracking server."""
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_files(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
 def check_tracking(failures: list[str]) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -108,18 +116,22 @@ def check_tracking(failures: list[str]) -> None:
         for key in ("train/loss_text", "val/loss_text", "eval/cider", "eval/fid", "eval/clip_score"):
             if key not in run.data.metrics:
                 failures.append(f"{name}: metric {key} missing on the server")
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
-        for expected in ("eval/metrics.json", "eval/captions_pred.json"):
-            if expected not in artifacts:
-                failures.append(f"{name}: artifact {expected} missing on the server (has {sorted(artifacts)})")
-        if not any(a.endswith(".png") for a in artifacts):
-            failures.append(f"{name}: no image grid among its eval artifacts")
-    for setting_dir in sorted(p for p in CLUSTER.iterdir() if (p / "report").is_dir()):
+        # every file the job wrote under eval/ (captions, image grids, generated images), on the server
+        served = artifact_files(client, run.info.run_id, "eval")
+        written = {f"eval/{p.relative_to(path.parents[1] / 'eval')}" for p in (path.parents[1] / "eval").rglob("*")
+                   if p.is_file()}
+        if not written or written != served or not any("grid_step" in a for a in served):
+            failures.append(f"{name}: eval artifacts on the server {len(served)} files, written {len(written)}; "
+                            f"missing {sorted(written - served)[:5]}")
+    for setting_dir in sorted(p.parent.parent for p in CLUSTER.glob("*/report/report.md")):
         experiment = client.get_experiment_by_name(f"smoke/{setting_dir.name}")
         reports = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'report'")
-        plots = [a.path for r in reports[:1] for a in client.list_artifacts(r.info.run_id, "report/figures")]
-        if not plots:
-            failures.append(f"{setting_dir.name}: no report plots on the server")
+        written = {f"report/{p.relative_to(setting_dir / 'report')}" for p in (setting_dir / "report").rglob("*")
+                   if p.is_file() and p.name != ".snakemake_timestamp"}  # snakemake's, after the job
+        served = artifact_files(client, reports[0].info.run_id, "report") if reports else set()
+        if not any(a.endswith(".png") for a in served) or not written <= served:
+            failures.append(f"{setting_dir.name}: report artifacts on the server {len(served)} files "
+                            f"(missing {sorted(written - served)[:5]})")
     print(f"cluster-test: {len(run_ids)} runs on the MLflow server {os.environ['MLFLOW_TRACKING_URI']}")
 
 

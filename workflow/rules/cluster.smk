@@ -6,8 +6,8 @@ onstart:
         from mot.cluster import cluster_state, preflight
 
         sinfo, scontrol = cluster_state()
-        jobs = [(f"rule {job.rule.name}", dict(job.resources.items()), job.threads)
-                for job in workflow.dag.needrun_jobs()]
+        jobs = [(job.rule.name, dict(job.resources.items()), job.threads)
+                for job in workflow.dag.needrun_jobs() if not job.is_local]  # local: `all`, never submitted
         problems = preflight(jobs, sinfo, scontrol, workflow.executor_settings.status_command)
         if problems:
             raise WorkflowError("cluster preflight: " + "\ncluster preflight: ".join(problems))

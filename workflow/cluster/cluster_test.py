@@ -49,17 +49,22 @@ def run_study(log: Path, failures: list[str]) -> tuple[float, str | None]:
     with log.open("w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "snakemake"), *PROFILES, *CONFIGS],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        cancelled = None
+        job_id = cancelled = None
         while proc.poll() is None:
-            time.sleep(0.2)
-            if cancelled or not any(checkpoints.glob("step_*.pt")):
+            time.sleep(0.05)
+            if cancelled:
                 continue
-            jobs = [line.split("|")[0] for line in sh("squeue", "-h", "-o", "%i|%k").splitlines()
-                    if line.split("|")[1] == comment]
-            if jobs:
+            if job_id is None:  # its SLURM job, looked up once it runs (the cancel itself must be quick)
+                if not checkpoints.parent.exists():
+                    continue
+                jobs = [line.split("|")[0] for line in sh("squeue", "-h", "-o", "%i|%k").splitlines()
+                        if line.split("|")[1] == comment]
+                job_id = jobs[0] if jobs else None
+                continue
+            if any(checkpoints.glob("step_*.pt")):
+                sh("scancel", job_id)
+                cancelled = job_id
                 final = (CLUSTER / setting / run / "train" / "final.pt").exists()
-                sh("scancel", jobs[0])
-                cancelled = jobs[0]
                 print(f"cluster-test: cancelled SLURM job {cancelled} ({setting}/{run} train) after "
                       f"{sorted(p.name for p in checkpoints.glob('step_*.pt'))}, final.pt written: {final}")
                 if final:
@@ -68,6 +73,11 @@ def run_study(log: Path, failures: list[str]) -> tuple[float, str | None]:
         failures.append(f"snakemake exited {proc.returncode} (log: {log})")
     if cancelled is None:
         failures.append(f"{setting}/{run}: its training job was never seen with a checkpoint: nothing cancelled")
+    log_file = CLUSTER / "logs" / "train" / setting / f"{run}.log"  # the last attempt's
+    resumed = [line for line in log_file.read_text().splitlines() if "resumed from" in line] if log_file.exists() else []
+    print(f"cluster-test: {setting}/{run} retry: {resumed[0].split('INFO ')[-1] if resumed else 'did not resume'}")
+    if cancelled and not resumed:
+        failures.append(f"{setting}/{run}: the retry did not resume from a checkpoint ({log_file})")
     return time.time() - start, cancelled
 
 

@@ -76,16 +76,20 @@ def run_study(log: Path, failures: list[str]) -> tuple[float, str | None]:
         failures.append(f"snakemake exited {proc.returncode} (log: {log})")
     if cancelled is None:
         failures.append(f"{setting}/{run}: its training job was never seen with a checkpoint: nothing cancelled")
-    log_file = CLUSTER / "logs" / "train" / setting / f"{run}.log"  # the last attempt's
-    resumed = [line for line in log_file.read_text().splitlines() if "resumed from" in line] if log_file.exists() else []
-    print(f"cluster-test: {setting}/{run} retry: {resumed[0].split('INFO ')[-1] if resumed else 'did not resume'}")
-    if cancelled and not resumed:
-        failures.append(f"{setting}/{run}: the retry did not resume from a checkpoint ({log_file})")
+    # the last attempt's log: it resumed from a checkpoint, into the MLflow run the first attempt created
+    log_file = CLUSTER / "logs" / "train" / setting / f"{run}.log"
+    lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+    resumed = [line.split("INFO ")[-1] for line in lines if "resumed from" in line or "resuming MLflow run" in line]
+    run_id_file = CLUSTER / setting / run / "train" / "mlflow_run_id"
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else "?"
+    print(f"cluster-test: {setting}/{run} retry: {'; '.join(resumed) or 'did not resume'}")
+    if cancelled and (len(resumed) != 2 or run_id not in resumed[0]):
+        failures.append(f"{setting}/{run}: the retry did not resume from a checkpoint into run {run_id} ({log_file})")
     return time.time() - start, cancelled
 
 
 def job_table(since: str, cancelled: str | None, failures: list[str]) -> None:
-    table = sh("sacct", "-X", "-S", since, "-o", "JobID,Comment%55,State,NNodes,NodeList,Elapsed")
+    table = sh("sacct", "-X", "-S", since, "-o", "JobID,Comment%60,State,NNodes,NodeList,Elapsed")
     print(table)
     rows = [line.split() for line in table.splitlines()[2:] if line.strip()]
     for row in rows:
@@ -96,7 +100,7 @@ def job_table(since: str, cancelled: str | None, failures: list[str]) -> None:
         if comment == "rule_train_wildcards_transfusion_mot" and nnodes != 2:
             failures.append(f"job {job_id} ({comment}): ran on {nnodes} node(s), expected 2")
     resumed = [row for row in rows if row[1] == f"rule_train_wildcards_{'_'.join(PREEMPTED)}"]
-    if [row[2] for row in resumed] != ["CANCELLED", "COMPLETED"]:
+    if [row[2].rstrip("+") for row in resumed] != ["CANCELLED", "COMPLETED"]:  # sacct: "CANCELLED by 0" -> "CANCELLED+"
         failures.append(f"{'/'.join(PREEMPTED)}: its train jobs were {[row[2] for row in resumed]}, "
                         "expected CANCELLED then COMPLETED (the profile's retry)")
 

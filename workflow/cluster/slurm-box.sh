@@ -163,8 +163,13 @@ stop() {
     for pidfile in /run/slurmd-box-box1.pid /run/slurmd-box-box2.pid /run/slurmctld-box.pid /run/slurmdbd-box.pid \
                    "$STATE/mlflow.pid"; do
         if alive "$pidfile"; then
-            # mlflow server: its whole process group (setsid; uvicorn workers); the daemons: their pid
-            if [[ $pidfile == "$STATE/mlflow.pid" ]]; then kill -- -"$(cat "$pidfile")" 2>/dev/null || true
+            # mlflow server: its whole process group (setsid: uvicorn workers and huey job consumers, which outlive
+            # a TERM), KILLed after 10 s; the daemons: their pid
+            if [[ $pidfile == "$STATE/mlflow.pid" ]]; then
+                local group; group=$(cat "$pidfile")
+                kill -- -"$group" 2>/dev/null || true
+                for _ in $(seq 20); do kill -0 -- -"$group" 2>/dev/null || break; sleep 0.5; done
+                kill -KILL -- -"$group" 2>/dev/null || true
             else kill "$(cat "$pidfile")" 2>/dev/null || true; fi
         fi
         rm -f "$pidfile"

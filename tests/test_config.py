@@ -125,7 +125,7 @@ def test_dry_run_plans_every_stage_in_order(smoke_config):
     # 3 settings: chameleon (3 runs), transfusion (2) and chameleon_speech (3), each with its report
     assert counts == {"init_tracking": 1, "data": 1, "fit_tokenizers": 1, "tokenize": 1, "fit_clip": 1,
                       "fid_reference": 1, "speech_data": 1, "fit_speech_units": 1, "fit_image_vae": 1,
-                      "train": 8, "evaluate": 8, "report": 3, "all": 1, "total": 29}
+                      "fid_random": 3, "train": 8, "evaluate": 8, "report": 3, "all": 1, "total": 32}
     graph = snakemake("--rulegraph", "--configfile", str(smoke_config)).stdout
     labels = {line.split("[")[0].strip(): line.split('label = "')[1].split('"')[0]
               for line in graph.splitlines() if "label = " in line}
@@ -133,7 +133,8 @@ def test_dry_run_plans_every_stage_in_order(smoke_config):
              for line in graph.splitlines() if "->" in line for a, b in [line.split("->")]}
     for upstream, downstream in [("data", "fit_tokenizers"), ("fit_tokenizers", "tokenize"), ("tokenize", "train"),
                                  ("train", "evaluate"), ("evaluate", "report"), ("init_tracking", "data"),
-                                 ("data", "fit_clip"), ("fit_clip", "fid_reference"), ("fid_reference", "evaluate"),
+                                 ("data", "fit_clip"), ("fit_clip", "fid_reference"), ("fid_reference", "fid_random"),
+                                 ("tokenize", "fid_random"), ("fid_random", "evaluate"),
                                  ("data", "speech_data"), ("speech_data", "fit_speech_units"),
                                  ("fit_tokenizers", "fit_speech_units"), ("fit_speech_units", "train"),
                                  ("data", "fit_image_vae"), ("fit_image_vae", "train")]:

@@ -50,14 +50,17 @@ def init_store(results_dir: str | Path, study: str, settings: list[str]) -> dict
     on its runs (idempotent; also marks experiments created before). Returns name -> id."""
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     client = client_for(results_dir)
+    # The local store keeps artifacts beside it; a tracking server decides where its artifacts go (with
+    # --serve-artifacts, uploaded over HTTP): a job never assumes it can write the server's artifact folder.
+    local = not os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = (Path(results_dir).resolve() / "mlartifacts").as_uri()
     ids = {}
     for setting in [DATA_EXPERIMENT, *settings]:
         name = experiment_name(study, setting)
         found = client.get_experiment_by_name(name)
         if found is None:
-            ids[name] = client.create_experiment(name, artifact_location=f"{artifacts}/{name.replace('/', '_')}",
-                                                 tags=EXPERIMENT_KIND)
+            location = f"{artifacts}/{name.replace('/', '_')}" if local else None
+            ids[name] = client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
             continue
         ids[name] = found.experiment_id
         for key, value in EXPERIMENT_KIND.items():

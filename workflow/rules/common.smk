@@ -1,6 +1,7 @@
 # Config validation (before any job runs) and the run grid. The stages re-read the same files.
 from snakemake.logging import logger
 
+from mot.cluster import request_keys, rule_job
 from mot.config import ConfigError, find_run, run_specs, uses_text_only
 from mot.config.inputs import (evaluation_fingerprint, run_fingerprint, setting_stage_fingerprint, stage_fingerprint,
                                token_shard_sources)
@@ -75,16 +76,14 @@ def train_launch(wildcards) -> str:
 
 
 def train_job(wildcards) -> dict:
-    """A run's training job as a scheduler sees it. One node: the job's GPUs (`gpu`) and one task that runs
-    torchrun. Several nodes: GPUs per node (`gres`), one task per node, and an `mpi` job, which the slurm
-    plugin runs as it is (the command brings its own srun). tasks_per_gpu=0 keeps the plugin from deriving
-    --ntasks-per-gpu from `tasks`."""
-    train = find_run(config, wildcards.setting, wildcards.run).train
-    nodes, per_node = train["nodes"], train["gpus_per_node"]
-    gpus = per_node if train["device"] == "cuda" else 0
-    return {"threads": train["threads"] * per_node, "nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0,
-            "gpu": gpus if nodes == 1 else 0, "gres": f"gpu:{gpus}" if nodes > 1 and gpus else "",
-            "mpi": "srun" if nodes > 1 else ""}
+    """A run's training job as a scheduler sees it (mot.cluster.train_job: nodes, GPUs, tasks, CPUs)."""
+    return rule_job(config, "train", wildcards.setting, wildcards.run)
+
+
+def job_resources(rule) -> dict:
+    """A rule's scheduler request derived from the config (mot.cluster.rule_job): its `resources:` entries."""
+    return {key: (lambda key: lambda w: rule_job(config, rule, w.get("setting"), w.get("run"))[key])(key)
+            for key in request_keys(rule)}
 
 
 def train_resource(key):

@@ -8,6 +8,7 @@ rule init_tracking:
     resources:
         mem_mb=2000,
         runtime=10,
+        **job_resources("init_tracking"),
     shell:
         "mot init-tracking --config {CFG} > {log} 2>&1"
 
@@ -26,6 +27,7 @@ rule data:
     resources:
         mem_mb=4000,
         runtime=120,
+        **job_resources("data"),
     shell:
         "mot data --config {CFG} > {log} 2>&1"
 
@@ -44,6 +46,7 @@ rule speech_data:
     resources:
         mem_mb=4000,
         runtime=120,
+        **job_resources("speech_data"),
     shell:
         "mot speech-data --config {CFG} > {log} 2>&1"
 
@@ -63,5 +66,6 @@ rule text_data:
     resources:
         mem_mb=4000,
         runtime=60,
+        **job_resources("text_data"),
     shell:
         "mot text-data --config {CFG} > {log} 2>&1"

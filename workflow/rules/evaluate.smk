@@ -12,6 +12,7 @@ rule fit_clip:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_clip"),
     shell:
         "mot fit-clip --config {CFG} > {log} 2>&1"
 
@@ -30,6 +31,7 @@ rule fid_reference:
     resources:
         mem_mb=6000,
         runtime=60,
+        **job_resources("fid_reference"),
     shell:
         "mot fid-reference --config {CFG} > {log} 2>&1"
 
@@ -49,6 +51,7 @@ rule fid_random:
     resources:
         mem_mb=6000,
         runtime=60,
+        **job_resources("fid_random"),
     shell:
         "mot fid-random --config {CFG} --setting {wildcards.setting} > {log} 2>&1"
 
@@ -68,6 +71,6 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        **job_resources("evaluate"),
     shell:
         "mot evaluate --config {CFG} --setting {wildcards.setting} --run {wildcards.run} > {log} 2>&1"

@@ -21,5 +21,6 @@ rule report:
     resources:
         mem_mb=4000,
         runtime=60,
+        **job_resources("report"),
     shell:
         "mot report --config {CFG} --setting {wildcards.setting} > {log} 2>&1"

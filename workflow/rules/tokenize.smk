@@ -12,6 +12,7 @@ rule fit_tokenizers:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_tokenizers"),
     shell:
         "mot fit-tokenizers --config {CFG} > {log} 2>&1"
 
@@ -30,6 +31,7 @@ rule tokenize:
     resources:
         mem_mb=6000,
         runtime=120,
+        **job_resources("tokenize"),
     shell:
         "mot tokenize --config {CFG} > {log} 2>&1"
 
@@ -48,6 +50,7 @@ rule fit_image_vae:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_image_vae"),
     shell:
         "mot fit-image-vae --config {CFG} > {log} 2>&1"
 
@@ -67,6 +70,7 @@ rule fit_speech_units:
     resources:
         mem_mb=6000,
         runtime=240,
+        **job_resources("fit_speech_units"),
     shell:
         "mot fit-speech-units --config {CFG} > {log} 2>&1"
 
@@ -86,6 +90,7 @@ rule tokenize_text:
     resources:
         mem_mb=4000,
         runtime=60,
+        **job_resources("tokenize_text"),
     shell:
         "mot tokenize-text --config {CFG} > {log} 2>&1"
 
@@ -106,5 +111,6 @@ rule shard_tokens:
     resources:
         mem_mb=4000,
         runtime=60,
+        **job_resources("shard_tokens"),
     shell:
         "mot shard-tokens --config {CFG} --source {wildcards.source} > {log} 2>&1"

@@ -13,6 +13,6 @@ rule train:
     resources:
         mem_mb=8000,
         runtime=1440,
-        **{key: train_resource(key) for key in ("nodes", "tasks", "tasks_per_gpu", "gpu", "gres", "mpi")},
+        **job_resources("train"),
     shell:
         "{params.launch} train --config {CFG} --setting {wildcards.setting} --run {wildcards.run} > {log} 2>&1"

@@ -143,7 +143,7 @@ def test_smoke_study_runs_end_to_end_offline_into_mlflow(finished):
     made = snakemake("--report", str(html), "--configfile", str(smoke_config))
     assert made.returncode == 0, made.stderr[-2000:]
     page = html.read_text()
-    for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "ablations.csv"):
+    for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "comparisons.csv", "claims.csv"):
         assert name in page, name
 
 

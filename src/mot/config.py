@@ -142,6 +142,9 @@ def validate(config: dict, files: list[Path], check_paths: bool = True) -> dict:
         raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
     for path, what in _semantic_problems(config):
         raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
+    from evaluation.claims import claim_problems  # checked where claims are evaluated; here so no job runs first
+    for path, what in claim_problems(config):
+        raise ConfigError(f"{_file_defining(path, sources)}: {_key_path(path)}: {what}")
     if check_paths:
         for line in missing_paths(config, files):
             raise ConfigError(line)

@@ -11,10 +11,13 @@ rule report:
         figures=report(directory(f"{ROOT}/{{setting}}/report/figures"), patterns=["{name}.png"],
                        caption="../report/figure.rst", category="{setting}", subcategory="figures"),
         tables=[report(f"{ROOT}/{{setting}}/report/{table}.csv", caption="../report/table.rst",
-                       category="{setting}", subcategory="tables", labels={"table": table})
-                for table in ("speedup", "final_metrics", "ablations", "merges", "size_sweep", "accounting")],
+                       category="{setting}", subcategory="claims" if table == "claims" else "tables",
+                       labels={"table": table})
+                for table in ("claims", "comparisons", "speedup", "final_metrics", "merges", "size_sweep", "accounting")],
     params:
-        fingerprint=config_fingerprint("report"),
+        # the report section, the declared claims and the setting's run roles decide what the report says
+        fingerprint=lambda w: fingerprint([config_value("report"), config_value("claims"),
+                                           config["settings"][w.setting].get("roles")]),
     log:
         f"{ROOT}/logs/report/{{setting}}.log",
     threads: 1

@@ -118,9 +118,9 @@ def claim_values(results, claim: Claim) -> list[float]:
     return [r[claim.metric] for r in paired_fractions(results, claim.run, claim.reference, claim.loss)]
 
 
-def test_claim(claim: Claim, values: list[float], family_size: int = 1) -> dict:
-    """Estimate, 95% interval, one-sided p (unadjusted), the opposite-side p, and power, over `values`
-    (already cut to the claim's seeds). The verdict needs the family's Holm step: see `verdicts`."""
+def test_claim(claim: Claim, values: list[float], family_size: int = 1, with_power: bool = True) -> dict:
+    """Estimate, 95% interval, one-sided p (unadjusted), the opposite-side p, and (`with_power`) power, over
+    `values` (already cut to the claim's seeds). The verdict needs the family's Holm step: see `verdicts`."""
     x = [v for v in values if math.isfinite(v)]
     row = {"claim": claim.name, "setting": claim.setting, "statement": str(claim), "alpha": claim.alpha, "declared_seeds": claim.seeds,
            "n": len(values), "estimate": "", "ci_low": "", "ci_high": "", "p": "", "p_opposite": "", "sd": "",
@@ -136,7 +136,7 @@ def test_claim(claim: Claim, values: list[float], family_size: int = 1) -> dict:
         row["p_opposite"] = one_sided_t(x, claim.threshold, opposite) or ""
     if row["sd"] in ("", 0.0) and claim.planning_sd:
         row.update(sd=float(claim.planning_sd), sd_from="planning_sd (config)")
-    if row["sd"] not in ("", 0.0):
+    if with_power and row["sd"] not in ("", 0.0):
         alpha = claim.alpha / family_size  # Holm's first step: the level the family's smallest p must beat
         n_design = max(claim.seeds, 2)
         row["detectable_effect"] = detectable_effect(row["sd"], n_design, alpha) or ""

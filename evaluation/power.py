@@ -36,9 +36,12 @@ def detectable_effect(sd: float, n: int, alpha: float, target: float = POWER) ->
 def seeds_needed(effect: float, sd: float, alpha: float, target: float = POWER) -> int | None:
     """The fewest seeds (>= 2) that detect `effect` with probability `target`; None where no seed count up to
     MAX_SEEDS does (an effect <= 0, i.e. observed in the wrong direction, is never detected)."""
-    if not effect > 0 or not sd > 0:
+    if not effect > 0 or not sd > 0 or power(effect, sd, MAX_SEEDS, alpha) < target:
         return None
-    for n in range(2, MAX_SEEDS + 1):
-        if power(effect, sd, n, alpha) >= target:
-            return n
-    return None
+    low, high = 1, 2  # power grows with n: double until enough, then bisect (low never enough, high enough)
+    while power(effect, sd, high, alpha) < target:
+        low, high = high, min(2 * high, MAX_SEEDS)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if power(effect, sd, middle, alpha) < target else (low, middle)
+    return high

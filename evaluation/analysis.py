@@ -48,11 +48,15 @@ def add_holm(rows: list[dict], p_keys: tuple[str, ...] = ("p",)) -> None:
 
 
 def comparison_rows(results) -> list[dict]:
-    rows = []
-    for base in results.groups:
+    """Each pair once (the baseline against the headline run is the headline against the baseline, mirrored:
+    a test counted twice would weigh twice in the family)."""
+    rows, pairs = [], set()
+    baseline = results.roles.baseline
+    for base in [b for b in results.groups if b != baseline] + [b for b in results.groups if b == baseline]:
         for reference in results.roles.references:
-            if reference == base or not results.has(reference):
+            if reference == base or not results.has(reference) or frozenset((base, reference)) in pairs:
                 continue
+            pairs.add(frozenset((base, reference)))
             for loss in results.losses:
                 diff = compare(results.final_by_seed(base, loss), results.final_by_seed(reference, loss))
                 whole = compare(results.whole_split_by_seed(base, loss), results.whole_split_by_seed(reference, loss))

@@ -1,20 +1,24 @@
-"""One table across studies: each study's speed-up fractions and final losses against dense, from its report.
+"""One table across studies: each study's speed-up fractions and paired final-loss differences against its
+baseline, from its report, with Holm over the printed table (one family).
 
     python -m evaluation.compare results/tiny_mixture-today results/tiny_mixture-1to1 results/tiny_mixture-2to1
     python -m evaluation.compare results/tiny_scaling --setting chameleon
 
-A study of the mixture experiment is one `results/{study}/`; its report (`mot report`) already holds the per-seed
-statistics (speedup.csv, final_metrics.csv, size_sweep.csv). This reads them back and puts the studies side by
-side, one row per (study, run, modality): seeds, how many reached dense's final loss, the steps fraction
-(mean ± std over seeds), the final losses and Welch's p against dense.
+A study's report (`mot report`) already holds the per-seed statistics (speedup.csv, comparisons.csv,
+size_sweep.csv). This reads them back and puts the studies side by side, one row per (study, run, loss): seeds,
+the steps fraction with its 95% interval (every seed counted), Δ = run − baseline with its 95% interval, the
+paired p, and the p Holm-adjusted over every row of this table.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
+
+from evaluation.significance import PValue, holm
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -24,45 +28,54 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def pm(row: dict, key: str, digits: int = 4) -> str:
-    value, std = row.get(key, ""), row.get(f"{key}_std", "")
-    if value in ("", None) or value == "not reached":
-        return value or ""
-    text = f"{float(value):.{digits}f}"
-    return f"{text} ± {float(std):.{digits}f}" if std not in ("", None) else text
+def with_interval(row: dict, key: str, digits: int, prefix: str | None = None) -> str:
+    """`value [low, high]` from a report CSV row; the value alone without an interval, blank without a value."""
+    prefix = f"{key}_" if prefix is None else prefix
+    value, low, high = row.get(key, ""), row.get(f"{prefix}ci_low", ""), row.get(f"{prefix}ci_high", "")
+    if value in ("", None):
+        return ""
+    signed = "+" if key.endswith("delta") else ""
+    text = "∞" if math.isinf(float(value)) else f"{float(value):{signed}.{digits}f}"
+    if low in ("", None):
+        return text
+    return f"{text} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
 
 
 def study_rows(study: Path, setting: str) -> list[dict]:
     report = study / setting / "report"
     if not (report / "report.md").exists():
         raise FileNotFoundError(f"{report / 'report.md'}: no report for this study (run its snakemake first)")
-    final = {r["run"]: r for r in read_csv(report / "final_metrics.csv")}
+    comparisons = {(r["run"], r["reference"], r["loss"]): r for r in read_csv(report / "comparisons.csv")}
     sweep = read_csv(report / "size_sweep.csv")
     rows = []
-    # a size sweep pairs each mot with the dense of its size; the speed-up table pairs every run with `dense`
+    # a size sweep pairs each mot with the dense of its size; the speed-up table pairs every run with the baseline
     for row in [] if sweep else read_csv(report / "speedup.csv"):
-        m = row["modality"]
-        run, dense = final.get(row["run"], {}), final.get("dense", {})
-        rows.append({"study": study.name, "run": row["run"], "modality": m, "seeds": row["seeds"],
-                     "reached": row["reached"], "steps_frac": pm(row, "steps_frac", 3),
-                     "run final": pm(run, f"val/loss_{m}"), "dense final": pm(dense, f"val/loss_{m}"),
-                     "p vs dense": run.get(f"p vs dense ({m})", "")})
+        diff = comparisons.get((row["run"], row["reference"], row["loss"]), {})
+        rows.append({"study": study.name, "run": row["run"], "vs": row["reference"], "loss": row["loss"],
+                     "seeds": row["paired_seeds"], "steps_frac": with_interval(row, "steps_frac", 3),
+                     "delta": with_interval(diff, "delta", 4, ""), "p": diff.get("p", "")})
     for row in sweep:  # several sizes: mot against the dense of its size
-        rows.append({"study": study.name, "run": f"mot@{row['size']} ({int(float(row['non_embedding mot'])):,} ne)",
-                     "modality": row["modality"], "seeds": row["seeds"], "reached": row["reached"],
-                     "steps_frac": pm(row, "steps_frac", 3), "run final": pm(row, "mot final"),
-                     "dense final": pm(row, "dense final"), "p vs dense": row["p mot vs dense"]})
+        rows.append({"study": study.name, "run": f"{row['mot_run']}@{row['size']} "
+                                                 f"({int(float(row['non_embedding_mot'])):,} ne)",
+                     "vs": row["dense_run"], "loss": row["loss"], "seeds": row["seeds"],
+                     "steps_frac": with_interval(row, "steps_frac", 3), "delta": with_interval(row, "delta", 4, ""),
+                     "p": row["p"]})
     return rows
 
 
+def with_holm(rows: list[dict]) -> list[dict]:
+    adjusted = holm([float(r["p"]) if r["p"] not in ("", None) else None for r in rows])
+    return [{**r, "p_holm": "" if a is None else a} for r, a in zip(rows, adjusted)]
+
+
 def markdown(rows: list[dict]) -> str:
-    columns = ["study", "run", "modality", "seeds", "reached", "steps_frac", "run final", "dense final", "p vs dense"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    columns = ["study", "run", "vs", "loss", "seeds", "steps_frac", "delta", "p", "p_holm"]
+    headers = ["study", "run", "vs", "loss", "seeds", "steps_frac [95% CI]", "Δ final loss [95% CI]", "paired p",
+               "Holm p (this table)"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        p = row["p vs dense"]
-        shown = "" if p in ("", None) else f"{float(p):.4f}" if float(p) >= 1e-4 else f"{float(p):.1e}"
-        row = {**row, "p vs dense": shown}
-        lines.append("| " + " | ".join(str(row[c]) for c in columns) + " |")
+        shown = {**row, **{k: "" if row[k] in ("", None) else str(PValue(float(row[k]))) for k in ("p", "p_holm")}}
+        lines.append("| " + " | ".join(str(shown[c]) for c in columns) + " |")
     return "\n".join(lines)
 
 
@@ -76,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"compare: {err}", file=sys.stderr)
         return 1
-    print(markdown(rows))
+    print(markdown(with_holm(rows)))
     return 0
 
 

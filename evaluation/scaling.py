@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from evaluation.significance import seed_stat, welch  # noqa: E402
-from evaluation.speedup import speedup_fractions  # noqa: E402
+from evaluation.analysis import add_holm, difference_cells, fraction_cells, paired_fractions  # noqa: E402
+from evaluation.significance import compare, seed_stat  # noqa: E402
 from mot.models.accounting import analytic_parameters  # noqa: E402
 from mot.models.factory import model_config  # noqa: E402
 
@@ -46,31 +46,25 @@ def size_label(spec) -> str:
     return f"d{spec.model['d_model']} L{spec.model['n_layers']}"
 
 
-def size_sweep_rows(report) -> list[dict]:
+def size_sweep_rows(results) -> list[dict]:
     """Per size and modality: dense/MoT non-embedding parameters, MoT's steps fraction to reach the
-    same-seed dense final loss (mean ± std over seeds, how many reached) and the final losses with
-    Welch's p of MoT against dense. `report` is a SettingReport (curves, groups, seeds, finals)."""
+    same-seed dense final loss (every seed counted, mean with a 95% t-interval; evaluation.analysis) and the
+    paired difference of the final losses (Δ = mot − dense, interval, paired p, ρ). The table is one family:
+    Holm over its p-values. `results` is a SettingResults."""
     rows = []
-    for dense_base, mot_base, dense_spec in size_pairs(report.specs):
-        dense_by_seed = {report.seed_of[n]: n for n in report.groups.get(dense_base, [])}
-        mot_runs = [n for n in report.groups.get(mot_base, []) if report.seed_of[n] in dense_by_seed]
-        mot_spec = next(s for s in report.specs if s.base_name == mot_base)
-        for m in report.modalities:
-            fractions = [speedup_fractions(report.curves[dense_by_seed[report.seed_of[n]]][m], report.curves[n][m],
-                                           report.smoothing)["steps_frac"] for n in mot_runs]
-            reached = [f for f in fractions if f is not None]
-            key = f"val/loss_{m}"
-            dense_final, mot_final = report.final_values(dense_base, key), report.final_values(mot_base, key)
-            test = welch(mot_final, dense_final)
+    for dense_base, mot_base, dense_spec in size_pairs(results.specs):
+        mot_spec = next(s for s in results.specs if s.base_name == mot_base)
+        for m in results.modalities:
+            fractions = [r["steps_frac"] for r in paired_fractions(results, mot_base, dense_base, m)]
+            dense_final, mot_final = results.final_by_seed(dense_base, m), results.final_by_seed(mot_base, m)
             rows.append({
-                "size": size_label(dense_spec), "dense run": dense_base, "mot run": mot_base, "modality": m,
-                "non_embedding dense": non_embedding(dense_spec), "non_embedding mot": non_embedding(mot_spec),
-                "seeds": len(mot_runs), "reached": f"{len(reached)}/{len(fractions)}",
-                "steps_frac": seed_stat(fractions) if fractions and len(reached) == len(fractions) else None,
-                "steps_frac (reached seeds)": seed_stat(reached),
-                "dense final": seed_stat(dense_final), "mot final": seed_stat(mot_final),
-                "p mot vs dense": "" if test is None else test.p,
+                "size": size_label(dense_spec), "dense_run": dense_base, "mot_run": mot_base, "loss": m,
+                "non_embedding_dense": non_embedding(dense_spec), "non_embedding_mot": non_embedding(mot_spec),
+                "seeds": len(fractions), **fraction_cells(fractions, "steps_frac"),
+                "dense_final": seed_stat(dense_final.values()) or "", "mot_final": seed_stat(mot_final.values()) or "",
+                **difference_cells(compare(mot_final, dense_final)),
             })
+    add_holm(rows)
     return rows
 
 
@@ -84,22 +78,21 @@ def _size_ticks(ax, sizes) -> None:
 
 
 def plot_size_sweep(rows: list[dict], modalities, setting: str, path: Path) -> Path | None:
-    """Per modality: MoT's steps fraction (± 1 sd over seeds) and both final losses against model size."""
+    """Per modality: MoT's steps fraction (mean, 95% interval over seeds) and both final losses against model size."""
     if not rows:
         return None
     fig, axes = plt.subplots(2, len(modalities), figsize=(4.6 * len(modalities), 7.2), squeeze=False)
     for column, m in enumerate(modalities):
-        mine = [r for r in rows if r["modality"] == m]
-        x = np.array([r["non_embedding dense"] for r in mine], float)
+        mine = [r for r in rows if r["loss"] == m]
+        x = np.array([r["non_embedding_dense"] for r in mine], float)
         ax = axes[0][column]
-        stats = [r["steps_frac (reached seeds)"] for r in mine]
-        shown = [(xi, s) for xi, s in zip(x, stats) if s is not None]
+        shown = [(xi, r) for xi, r in zip(x, mine) if r["steps_frac"] != "" and np.isfinite(r["steps_frac"])]
         if shown:
-            ax.errorbar([xi for xi, _ in shown], [s.mean for _, s in shown],
-                        yerr=[s.std or 0.0 for _, s in shown], marker="o", capsize=3, label="mot (reached seeds)")
-        for xi, r in zip(x, mine):  # seeds that reached dense's final loss, just above the dense line
-            ax.annotate(f"reached {r['reached']}", (xi, 1.0), xytext=(0, 4), textcoords="offset points",
-                        ha="center", fontsize=7)
+            means = np.array([r["steps_frac"] for _, r in shown])
+            low = np.array([r["steps_frac_ci_low"] if r["steps_frac_ci_low"] != "" else r["steps_frac"] for _, r in shown])
+            high = np.array([r["steps_frac_ci_high"] if r["steps_frac_ci_high"] != "" else r["steps_frac"] for _, r in shown])
+            ax.errorbar([xi for xi, _ in shown], means, yerr=[means - low, high - means], marker="o", capsize=3,
+                        label="mot, every seed (95% CI)")
         ax.axhline(1.0, color="grey", ls="--", lw=1, label="dense (1.0)")
         ax.set(xscale="log", xlabel="non-embedding parameters (dense)", ylabel="fraction of dense's steps",
                title=f"{setting}: {m} speed-up vs size")
@@ -107,9 +100,10 @@ def plot_size_sweep(rows: list[dict], modalities, setting: str, path: Path) -> P
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         ax = axes[1][column]
-        for name, key in (("dense", "dense final"), ("mot", "mot final")):
+        for name, key in (("dense", "dense_final"), ("mot", "mot_final")):
             values = [r[key] for r in mine]
-            ax.errorbar(x, [v.mean if v else np.nan for v in values], yerr=[(v.std or 0.0) if v else 0.0 for v in values],
+            ax.errorbar(x, [v.mean if v != "" else np.nan for v in values],
+                        yerr=[(v.std or 0.0) if v != "" else 0.0 for v in values],
                         marker="o", capsize=3, label=name)
         ax.set(xscale="log", xlabel="non-embedding parameters (dense)", ylabel=f"final {m} val loss")
         _size_ticks(ax, x)

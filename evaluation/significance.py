@@ -1,8 +1,12 @@
-"""Is a difference between two runs beyond seed noise? Seed summaries and Welch's t-test.
+"""Is a difference between two runs beyond seed noise? Seed summaries, paired and Welch comparisons, Holm.
 
 With one seed nothing about noise is measured: the std is None (printed blank, never `± 0.0000`)
-and no test is made. With >= 2 seeds on both sides, Welch's unequal-variance t-test of the two
-runs' per-seed values gives a two-sided p-value; "beyond seed noise" means p < ALPHA.
+and no test is made. Two runs with >= 2 common seeds are compared seed by seed (a dense and a MoT run of
+one seed see the same batches): the per-seed difference Δ, its mean with a t-interval, the paired t-test,
+the same-seed correlation ρ and the paired effect size d_z = mean(Δ) / sd(Δ). Where fewer than 2 seeds are
+common, Welch's unequal-variance test of the two runs' seeds stands in (its interval from the
+Welch–Satterthwaite degrees of freedom, effect size Cohen's d with the pooled sd). p-values of one table
+(one family) are Holm-adjusted together (`holm`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 from scipy import stats
 
 ALPHA = 0.05
+CONFIDENCE = 0.95
 
 
 class PValue(float):
@@ -57,6 +62,24 @@ def seed_stat(values: Iterable[float | None]) -> SeedStat | None:
 
 
 @dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"[{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def t_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Interval | None:
+    """Two-sided t-interval of the mean of `values` (None with fewer than 2)."""
+    x = np.asarray(list(values), float)
+    if len(x) < 2:
+        return None
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return Interval(float(x.mean() - half), float(x.mean() + half))
+
+
+@dataclass(frozen=True)
 class Welch:
     """Welch's t-test of mean(a) - mean(b): statistic, Welch–Satterthwaite degrees of freedom, two-sided p."""
 
@@ -81,11 +104,11 @@ def welch(a: Iterable[float], b: Iterable[float]) -> Welch | None:
     return Welch(float(result.statistic), float(result.df), PValue(result.pvalue))
 
 
-def verdict(test: Welch | None, alpha: float = ALPHA) -> str:
+def verdict(test, alpha: float = ALPHA) -> str:
     """'yes' / 'no' for a test, '' where none could be made (a table cell left blank)."""
     if test is None:
         return ""
-    return "yes" if test.beyond_noise(alpha) else "no"
+    return "yes" if test.p < alpha else "no"
 
 
 def standard_error(a: SeedStat | None, b: SeedStat | None) -> float | None:
@@ -93,3 +116,79 @@ def standard_error(a: SeedStat | None, b: SeedStat | None) -> float | None:
     if a is None or b is None or a.std is None or b.std is None:
         return None
     return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Run minus reference: Δ of the means with its 95% interval, the two-sided p of the test that was
+    possible (`method` "paired" over the common seeds, "welch" otherwise, "" = untested), the same-seed
+    correlation ρ (paired, >= 3 seeds), the effect size (d_z paired, Cohen's d for Welch) and the seeds used."""
+
+    delta: float
+    interval: Interval | None
+    p: PValue | None
+    method: str
+    n: int                 # paired: common seeds; welch / untested: seeds of the run
+    n_reference: int
+    rho: float | None
+    effect_size: float | None
+    se: float | None
+    diffs: tuple[float, ...] = ()   # per-seed Δ (paired only)
+
+    @property
+    def tested(self) -> bool:
+        return self.p is not None
+
+
+def _paired(run: Mapping[int, float], reference: Mapping[int, float], seeds: list[int]) -> Difference:
+    a = np.array([run[s] for s in seeds])
+    b = np.array([reference[s] for s in seeds])
+    d = a - b
+    sd = float(d.std(ddof=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_rel(a, b)
+        rho = float(stats.pearsonr(a, b).statistic) if len(seeds) >= 3 and a.std() > 0 and b.std() > 0 else None
+    p = PValue(result.pvalue) if math.isfinite(result.pvalue) else None
+    return Difference(float(d.mean()), t_interval(d), p, "paired" if p is not None else "", len(seeds), len(seeds),
+                      rho, float(d.mean() / sd) if sd > 0 else None, sd / math.sqrt(len(seeds)), tuple(d.tolist()))
+
+
+def compare(run: Mapping[int, float], reference: Mapping[int, float]) -> Difference | None:
+    """Run minus reference from their per-seed values ({seed: value}): paired over the common seeds when
+    there are >= 2 of them, else Welch over all seeds; None when either side has no value."""
+    if not run or not reference:
+        return None
+    common = sorted(set(run) & set(reference))
+    if len(common) >= 2:
+        return _paired(run, reference, common)
+    a, b = np.array(list(run.values()), float), np.array(list(reference.values()), float)
+    delta = float(a.mean() - b.mean())
+    test = welch(a, b)
+    if test is None:
+        return Difference(delta, None, None, "", len(a), len(b), None, None, None)
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, test.df) * se
+    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    return Difference(delta, Interval(delta - half, delta + half), test.p, "welch", len(a), len(b), None,
+                      delta / pooled if pooled > 0 else None, se)
+
+
+def one_sided_t(values: Iterable[float], threshold: float, direction: str) -> PValue | None:
+    """p of the one-sided one-sample t-test of H1: mean < threshold (`direction` "less") or > ("greater")."""
+    x = np.asarray(list(values), float)
+    if len(x) < 2 or x.std(ddof=1) == 0:
+        return None
+    return PValue(stats.ttest_1samp(x, threshold, alternative=direction).pvalue)
+
+
+def holm(pvalues: Iterable[float | None]) -> list[PValue | None]:
+    """Holm's step-down adjustment of one family's p-values (None = untested, left out of the family);
+    reject where the adjusted p < α controls the family-wise error rate at α."""
+    p = list(pvalues)
+    tested = sorted((v, i) for i, v in enumerate(p) if v is not None)
+    m, running, adjusted = len(tested), 0.0, [None] * len(p)
+    for rank, (value, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * value))  # monotone: never below an earlier step's
+        adjusted[i] = PValue(running)
+    return adjusted

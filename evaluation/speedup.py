@@ -1,5 +1,5 @@
 """The study's central number: how much of the dense run's training another run needs to reach
-the dense run's final validation loss (interpolated between evaluation points)."""
+the dense run's final validation loss (interpolated between evaluation points; beyond the end by relative speed)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,21 @@ def speedup_fractions(dense: dict[str, np.ndarray], other: dict[str, np.ndarray]
     """Fractions of dense's steps / FLOPs / wall-clock that `other` needs to reach dense's final loss.
 
     Each curve dict holds aligned arrays `step`, `flops`, `time`, `loss` at the evaluation points.
-    The target is dense's final smoothed loss; "not reached" is None, never a number.
+    The target is dense's final smoothed loss. A run that reaches it gets the interpolated crossing over
+    dense's total (< 1 when faster). A run that never reaches it keeps a number, not a gap in the seeds:
+    by its relative speed at its end, `other`'s total over the point where dense reached `other`'s final
+    loss (> 1: it assumes the run keeps that speed ratio past its end); `reached` says which of the two.
     """
     target = float(smooth(dense["loss"], smoothing)[-1])
-    result = {"target_loss": target}
+    own_final = float(smooth(other["loss"], smoothing)[-1])
+    result = {"target_loss": target, "reached": True}
     for axis in ("step", "flops", "time"):
-        reached = first_crossing(other[axis], other["loss"], target, smoothing)
-        result[f"{axis}s_frac" if axis == "step" else f"{axis}_frac"] = (
-            None if reached is None else reached / float(dense[axis][-1]))
+        key = f"{axis}s_frac" if axis == "step" else f"{axis}_frac"
+        crossing = first_crossing(other[axis], other["loss"], target, smoothing)
+        if crossing is not None:
+            result[key] = crossing / float(dense[axis][-1])
+            continue
+        result["reached"] = False
+        dense_at = first_crossing(dense[axis], dense["loss"], own_final, smoothing)
+        result[key] = float(other[axis][-1]) / dense_at if dense_at else float("inf")
     return result

@@ -3,7 +3,6 @@ nothing from what composes them (settings, training, evaluation), directly or th
 
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.conftest import REPO
 

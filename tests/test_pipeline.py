@@ -193,7 +193,7 @@ def test_snakemake_report_is_one_html_page_with_every_figure_and_table(study):
     made = snakemake("--report", str(html), "--configfile", str(study.config_file))
     assert made.returncode == 0, made.stderr[-2000:]
     page = html.read_text()
-    for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "ablations.csv"):
+    for name in ("val_loss_image_vs_step.png", "val_loss_text_vs_time.png", "speedup.csv", "comparisons.csv", "claims.csv"):
         assert name in page, name
 
 

@@ -203,6 +203,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_power(args) -> int:
+    from evaluation.claims import power_table
+
+    config = load_config(args.config, check_paths=False)  # sizing a study needs no data on this machine
+    print(power_table(config))
+    return 0
+
+
 def cmd_params(args) -> int:
     from mot.settings.accounting import accounting_table
 
@@ -247,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": (cmd_evaluate, _run_args, "evaluate one trained run (val loss, CIDEr, FID, CLIP score; also at snapshots)"),
         "report": (cmd_report, lambda p: (_config_arg(p), p.add_argument("--setting", required=True)),
                    "study report of one setting: plots and tables, logged to MLflow"),
+        "power": (cmd_power, _config_arg,
+                  "per declared claim: the seed spread (measured in the study's results, else the claim's "
+                  "planning_sd), the effect its seeds detect at 80% power and the seeds the observed effect needs"),
     }
     for name, (func, add_args, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

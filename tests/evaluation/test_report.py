@@ -13,7 +13,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from evaluation.report import SettingReport, paper_value, report
+from evaluation.paper import paper_value
+from evaluation.plots import band
+from evaluation.report import report
+from evaluation.results import SettingResults
 from evaluation.scaling import size_sweep_rows
 from mot.config.load import load_config
 from mot.paths import StudyPaths
@@ -32,13 +35,16 @@ CURVES = {  # val loss before the final point, at STEPS[:-1]
 }
 
 
-def make_study(tmp_path, setting, modalities, runs, finals, curves, mixture=None):
+def make_study(tmp_path, setting, modalities, runs, finals, curves, mixture=None, roles=None, claims=None):
     """A study whose runs have logged curves and metrics.json; `runs` = config of each run (seeds included).
     A mixture with text_only rows adds the val/loss_text_only curve (finals and curves then hold "text_only")."""
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     config["results_dir"] = str(tmp_path / "results")
     config["eval"]["over_training"]["runs"] = []
     config["settings"] = {setting: {"modalities": modalities, "runs": runs}}
+    if roles:
+        config["settings"][setting]["roles"] = roles
+    config["claims"] = claims or []
     if mixture:
         config["settings"][setting]["sequences"] = {"mixture": mixture}
         modalities = modalities + ["text_only"]
@@ -83,73 +89,93 @@ def crossing(before: float, after: float, target: float) -> float:
     return 300 + (before - target) / (before - after) * 100
 
 
-def test_seed_statistics_in_tables(study):
+def comparisons_by(out):
+    return {(r["run"], r["reference"], r["loss"]): r for r in read_csv(out / "comparisons.csv")}
+
+
+def test_paired_comparisons_with_intervals_and_holm(study):
     config, paths = study
     report_md = report(config, "chameleon")
     out = paths.report_dir("chameleon")
-    final = {r["run"]: r for r in read_csv(out / "final_metrics.csv")}
+    rows = comparisons_by(out)
+    tested = [r for r in rows.values() if r["p"] != ""]
     for m, beyond in (("text", "yes"), ("image", "no")):
         mot, dense = FINAL["mot"][m], FINAL["dense"][m]
-        assert float(final["mot"][f"val/loss_{m}"]) == pytest.approx(statistics.mean(mot))
-        assert float(final["mot"][f"val/loss_{m}_std"]) == pytest.approx(statistics.stdev(mot))
-        p = stats.ttest_ind(mot, dense, equal_var=False).pvalue
-        assert float(final["mot"][f"p vs dense ({m})"]) == pytest.approx(p, rel=1e-9)
-        assert final["mot"][f"differs from dense ({m})"] == beyond
-        # one seed: the value, no std, no test
-        assert float(final["mot-shared_attn"][f"val/loss_{m}"]) == pytest.approx(FINAL["mot-shared_attn"][m][0])
-        assert final["mot-shared_attn"][f"val/loss_{m}_std"] == ""
-        assert final["mot-shared_attn"][f"p vs dense ({m})"] == final["mot-shared_attn"][f"differs from dense ({m})"] == ""
-        assert final["dense"][f"p vs dense ({m})"] == ""  # never against itself
-    assert final["mot"]["seeds"] == "3" and final["mot-shared_attn"]["seeds"] == "1"
+        d = [a - b for a, b in zip(mot, dense)]
+        half = stats.t.ppf(0.975, 2) * statistics.stdev(d) / 3 ** 0.5
+        row = rows["mot", "dense", m]
+        assert row["method"] == "paired" and row["n"] == "3"
+        assert float(row["delta"]) == pytest.approx(statistics.mean(d))
+        assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((statistics.mean(d) - half,
+                                                                               statistics.mean(d) + half))
+        p = stats.ttest_rel(mot, dense).pvalue
+        assert float(row["p"]) == pytest.approx(p, rel=1e-9)
+        assert float(row["rho"]) == pytest.approx(stats.pearsonr(mot, dense).statistic)
+        assert float(row["effect_size"]) == pytest.approx(statistics.mean(d) / statistics.stdev(d))
+        # Holm over the whole table: p times the number of tested p-values at or below it, never below an earlier one
+        ranked = sorted(float(r["p"]) for r in tested)
+        k = ranked.index(float(row["p"]))
+        expected = max(min(1.0, (len(ranked) - i) * ranked[i]) for i in range(k + 1))
+        assert float(row["p_holm"]) == pytest.approx(expected)
+        assert row["differs_p"] == beyond
+        assert row["status"] == "exploratory"  # nothing declared in this study
+        # the whole split (metrics.json) beside it: the same numbers here
+        assert float(row["whole_delta"]) == pytest.approx(statistics.mean(d))
+    one = rows["mot-shared_attn", "dense", "text"]  # one seed: a difference, no interval, no test
+    assert float(one["delta"]) == pytest.approx(1.3 - statistics.mean(FINAL["dense"]["text"]))
+    assert one["p"] == one["p_holm"] == one["ci_low"] == "" and one["status"] == "exploratory (one seed)"
+    assert ("dense", "dense", "text") not in rows  # never against itself
+    assert ("dense", "mot", "image") not in rows  # nor twice: dense vs mot is mot vs dense, one test in the family
+    assert len(tested) == 2  # mot vs dense per loss (mot-shared_attn: one seed, untested; dense vs mot: the same test)
 
-    for table in ("final_metrics", "ablations", "speedup"):
-        text = (out / f"{table}.md").read_text()
-        assert "± 0.0000" not in text, table
-        for run in ("dense", "mot", "mot-shared_attn"):
-            if table != "speedup" or run != "dense":
-                assert f"| {run} |" in text, (table, run)
-    ablation_md = (out / "ablations.md").read_text()
-    assert re.search(r"\| mot-shared_attn \| mot-shared_attn \| 1 \| 1\.3000 \|", ablation_md)
-    assert f"{statistics.mean(FINAL['mot']['text']):.4f} ± {statistics.stdev(FINAL['mot']['text']):.4f}" in ablation_md
-    ablations = {r["run"]: r for r in read_csv(out / "ablations.csv")}
-    assert float(ablations["mot-shared_attn"]["Δ mot (text)"]) == pytest.approx(1.3 - statistics.mean(FINAL["mot"]["text"]))
-    assert ablations["mot-shared_attn"]["p vs mot (text)"] == ""
-    assert float(ablations["dense"]["p vs mot (image)"]) == pytest.approx(
-        stats.ttest_ind(FINAL["dense"]["image"], FINAL["mot"]["image"], equal_var=False).pvalue)
+
+    final = {r["run"]: r for r in read_csv(out / "final_metrics.csv")}
+    assert float(final["mot"]["curve/loss_text"]) == pytest.approx(statistics.mean(FINAL["mot"]["text"]))
+    assert float(final["mot"]["val/loss_text_std"]) == pytest.approx(statistics.stdev(FINAL["mot"]["text"]))
+    assert final["mot-shared_attn"]["val/loss_text_std"] == ""
+    for table in ("final_metrics", "comparisons", "speedup"):
+        assert "± 0.0000" not in (out / f"{table}.md").read_text(), table
 
     text = report_md.read_text()
+    assert text.index("## Declared claims") < text.index("## Headline") < text.index("## Comparisons")
+    assert "No claims are declared for this setting" in text
     assert "Seeds per run: dense 3, mot 3, mot-shared_attn 1" in text
-    headline = text.split("## Is mot's")[1].split("##")[0]
-    assert re.search(r"- text: .*beyond seed noise", headline)
-    assert re.search(r"- image: .*within seed noise", headline)
+    headline = text.split("## Headline")[1].split("##")[0]
+    assert re.search(r"- text: Δ = -0\.03\d+ \[.*paired, 3 seeds, ρ = .*Holm p = .*beyond seed noise", headline)
+    assert re.search(r"- image: .*not detected.*no evidence of no gain", headline)
+    assert "reached" not in text  # a count of seeds crossing the target is no evidence: not shown
     assert "## Missing runs" in text and "No evaluation (failed or not run): crashed" in text
 
 
-def test_speedup_against_same_seed_and_mean_dense(study):
+def test_speedup_counts_every_seed_with_an_interval(study):
     config, paths = study
     report(config, "chameleon")
     out = paths.report_dir("chameleon")
-    speedup = {(r["run"], r["modality"]): r for r in read_csv(out / "speedup.csv")}
+    speedup = {(r["run"], r["loss"]): r for r in read_csv(out / "speedup.csv")}
     dense, mot = FINAL["dense"]["text"], FINAL["mot"]["text"]
     paired = [crossing(1.15, mot[s], dense[s]) / 400 for s in range(3)]
     row = speedup["mot", "text"]
-    assert (row["seeds"], row["paired seeds"], row["reached"]) == ("3", "3", "3/3")
+    assert (row["seeds"], row["paired_seeds"], row["beyond_end"]) == ("3", "3", "0")
     assert float(row["steps_frac"]) == pytest.approx(statistics.mean(paired))
-    assert float(row["steps_frac_std"]) == pytest.approx(statistics.stdev(paired))
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(paired) / 3 ** 0.5
+    assert float(row["steps_frac_ci_high"]) == pytest.approx(statistics.mean(paired) + half)
+    assert float(row["p"]) == pytest.approx(stats.ttest_1samp(paired, 1.0).pvalue)
     vs_mean = [crossing(1.15, mot[s], statistics.mean(dense)) / 400 for s in range(3)]
-    assert float(row["target_loss (mean dense)"]) == pytest.approx(statistics.mean(dense))
-    assert float(row["steps_frac (mean dense)"]) == pytest.approx(statistics.mean(vs_mean))
-    assert float(row["steps_frac (mean dense)_std"]) == pytest.approx(statistics.stdev(vs_mean))
+    assert float(row["steps_frac_vs_mean"]) == pytest.approx(statistics.mean(vs_mean))
     assert float(row["paper_steps_frac"]) == pytest.approx(0.558)
-    # image: only seed 0 of mot goes below its dense's final loss (and below the seed-mean dense's)
+    # image: seeds 1 and 2 of mot end above their dense's final loss; they count, by relative speed: mot's 400
+    # steps over the step at which dense (same seed) reached mot's final loss (between 0.95 at 300 and its final)
+    dense_i, mot_i = FINAL["dense"]["image"], FINAL["mot"]["image"]
+    expected = [crossing(0.85, mot_i[0], dense_i[0]) / 400] + [400 / crossing(0.95, dense_i[s], mot_i[s])
+                                                                for s in (1, 2)]
     row = speedup["mot", "image"]
-    assert (row["reached"], row["reached (mean dense)"], row["steps_frac"]) == ("1/3", "1/3", "not reached")
-    # one seed, paired with dense-s0: a fraction without a std
+    assert row["beyond_end"] == "2" and float(row["steps_frac"]) == pytest.approx(statistics.mean(expected))
+    assert [float(v) for v in row["steps_frac_seeds"].split(";")] == pytest.approx(expected, abs=5e-4)
+    assert expected[1] > 1 and expected[2] > 1
+    # one seed, paired with dense-s0: a fraction without an interval or a test
     row = speedup["mot-shared_attn", "image"]
-    assert (row["seeds"], row["paired seeds"], row["reached"]) == ("1", "1", "1/1")
     assert float(row["steps_frac"]) == pytest.approx(crossing(0.95, 0.80, FINAL["dense"]["image"][0]) / 400)
-    assert row["steps_frac_std"] == ""
-    assert speedup["mot-shared_attn", "text"]["steps_frac"] == "not reached"
+    assert row["steps_frac_ci_low"] == row["p"] == "" and row["status"] == "exploratory (one seed)"
 
 
 def test_figures_and_mlflow_runs(study):
@@ -159,17 +185,17 @@ def test_figures_and_mlflow_runs(study):
     text = report_md.read_text()
     for figure in re.findall(r"\]\((figures/[^)]+)\)", text):
         assert (out / figure).stat().st_size > 1000, figure
-    assert len(re.findall(r"\]\(figures/", text)) >= 2 * 3 + 1  # 2 modalities x 3 axes + ablation bars
-    # no merge-* runs in this setting: no section, an empty table (the HTML report lists it for every setting)
-    assert "merges" not in text and read_csv(out / "merges.csv") == []
-    assert (out / "merges.csv").read_text().startswith("modality,run,parameter sets,seeds,val_loss,val_loss_std,")
+    assert len(re.findall(r"\]\(figures/", text)) >= 2 * 3 + 1  # 2 modalities x 3 axes + final-loss bars
+    # no merge runs in this setting: no section, an empty table (the HTML report lists it for every setting)
+    assert "## Leave-one-modality-out" not in text and read_csv(out / "merges.csv") == []
 
     client = MlflowClient(tracking_uri=f"sqlite:///{paths.results_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke/chameleon").experiment_id
     parent = client.get_run((out / "mlflow_run_id").read_text().strip())
-    p_image = stats.ttest_ind(FINAL["mot"]["image"], FINAL["dense"]["image"], equal_var=False).pvalue
+    p_image = stats.ttest_rel(FINAL["mot"]["image"], FINAL["dense"]["image"]).pvalue
     assert parent.data.metrics["signif/p_loss_image"] == pytest.approx(p_image)
-    assert "speedup/steps_frac_text" in parent.data.metrics and "speedup/steps_frac_image" not in parent.data.metrics
+    assert "signif/p_holm_loss_image" in parent.data.metrics and "signif/rho_loss_text" in parent.data.metrics
+    assert "speedup/steps_frac_text" in parent.data.metrics and "speedup/steps_frac_image" in parent.data.metrics
     assert parent.data.tags["differs_from_dense_text"] == "yes"
     assert parent.data.tags["differs_from_dense_image"] == "no"
     assert parent.data.tags["seeds"] == "dense:3,mot:3,mot-shared_attn:1"
@@ -181,12 +207,10 @@ def test_figures_and_mlflow_runs(study):
     assert mot["final/loss_text"] == pytest.approx(statistics.mean(FINAL["mot"]["text"]))
     assert mot["final/loss_text_std"] == pytest.approx(statistics.stdev(FINAL["mot"]["text"]))
     assert mot["signif/p_loss_image"] == pytest.approx(p_image)
-    assert mot["speedup/seeds_reached_image"] == 1 and "speedup/steps_frac_image" not in mot  # not reached: no number
-    assert "speedup/steps_frac_text_vs_mean_dense" in mot and "speedup/steps_frac_text_std" in mot
+    assert "speedup/steps_frac_text_vs_mean_dense" in mot and "speedup/steps_frac_text_ci_low" in mot
     shared = about["mot-shared_attn"]
     assert "signif/p_loss_text" not in shared.metrics and "final/loss_text_std" not in shared.metrics
     assert shared.tags["differs_from_dense_text"] == "untested (one seed)"
-    assert "speedup/steps_frac_text" not in shared.metrics and "speedup/steps_frac_image" in shared.metrics
     assert about["dense"].metrics["final/loss_image_std"] == pytest.approx(statistics.stdev(FINAL["dense"]["image"]))
 
     # a rerun replaces the report runs instead of adding to them
@@ -197,9 +221,9 @@ def test_figures_and_mlflow_runs(study):
 def test_seed_bands_are_drawn_only_with_several_seeds():
     fig, ax = plt.subplots()
     steps = [0.0, 1.0, 2.0]
-    SettingReport._band(None, ax, "one", [steps], [[3.0, 2.0, 1.0]], dense=False)
+    band(ax, "one", [steps], [[3.0, 2.0, 1.0]], emphasis=False)
     assert len(ax.collections) == 0 and ax.get_lines()[-1].get_label() == "one"
-    SettingReport._band(None, ax, "three", [steps] * 3, [[3.0, 2.0, 1.0], [3.1, 2.1, 1.1], [2.9, 1.9, 0.9]], dense=False)
+    band(ax, "three", [steps] * 3, [[3.0, 2.0, 1.0], [3.1, 2.1, 1.1], [2.9, 1.9, 0.9]], emphasis=False)
     assert len(ax.collections) == 1 and ax.get_lines()[-1].get_label() == "three (3 seeds, ± 1 sd)"
     plt.close(fig)
 
@@ -227,24 +251,26 @@ def test_leave_one_modality_out_table_for_three_modalities(tmp_path):
     for m in modalities:
         merged, mot, dense = (MERGE_FINAL[r][m] for r in ("merge-text_image", "mot", "dense"))
         row = merges[m, "merge-text_image"]
-        assert row["parameter sets"] == "text+image / speech"
-        assert merges[m, "dense"]["parameter sets"] == "text+image+speech"
+        assert row["parameter_sets"] == "text+image / speech"
+        assert merges[m, "dense"]["parameter_sets"] == "text+image+speech"
         assert float(row["val_loss"]) == pytest.approx(statistics.mean(merged))
         assert float(row["val_loss_std"]) == pytest.approx(statistics.stdev(merged))
-        assert float(row["Δ mot"]) == pytest.approx(statistics.mean(merged) - statistics.mean(mot))
-        assert float(row["Δ dense"]) == pytest.approx(statistics.mean(merged) - statistics.mean(dense))
-        assert float(row["p vs mot"]) == pytest.approx(stats.ttest_ind(merged, mot, equal_var=False).pvalue)
+        assert float(row["vs_headline_delta"]) == pytest.approx(statistics.mean(merged) - statistics.mean(mot))
+        assert float(row["vs_baseline_delta"]) == pytest.approx(statistics.mean(merged) - statistics.mean(dense))
+        assert float(row["vs_headline_p"]) == pytest.approx(stats.ttest_rel(merged, mot).pvalue)  # 2 common seeds
+        assert row["vs_headline_method"] == "paired" and row["vs_headline_p_holm"] != ""
         single = merges[m, "merge-image_speech"]  # one seed: a difference, but no std and no test
-        assert float(single["Δ mot"]) == pytest.approx(MERGE_FINAL["merge-image_speech"][m][0] - statistics.mean(mot))
-        assert single["val_loss_std"] == single["p vs mot"] == single["differs from mot"] == ""
-        assert merges[m, "mot"]["Δ mot"] == "" and merges[m, "mot"]["p vs mot"] == ""
+        assert float(single["vs_headline_delta"]) == pytest.approx(
+            MERGE_FINAL["merge-image_speech"][m][0] - statistics.mean(mot))
+        assert single["val_loss_std"] == single["vs_headline_p"] == single["differs_vs_headline_p"] == ""
+        assert merges[m, "mot"]["vs_headline_delta"] == "" and merges[m, "mot"]["vs_headline_p"] == ""
     assert "± 0.0000" not in (out / "merges.md").read_text()
 
     text = report_md.read_text()
     assert "## Leave-one-modality-out" in text and "figures/merges_val_loss_vs_mot.png" in text
     assert (out / "figures" / "merges_val_loss_vs_mot.png").stat().st_size > 1000
     assert len(re.findall(r"\]\(figures/val_loss_", text)) == 3 * 3  # every modality on every axis
-    speedup = {(r["run"], r["modality"]): r for r in read_csv(out / "speedup.csv")}
+    speedup = {(r["run"], r["loss"]): r for r in read_csv(out / "speedup.csv")}
     assert float(speedup["mot", "speech"]["paper_steps_frac"]) == pytest.approx(0.372)
     assert speedup["mot", "text"]["paper_steps_frac"] == ""  # the paper gives speech's alone in this setting
     client = MlflowClient(tracking_uri=f"sqlite:///{paths.results_dir / 'mlflow.db'}")
@@ -253,17 +279,17 @@ def test_leave_one_modality_out_table_for_three_modalities(tmp_path):
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     merged = next(c for c in children if c.data.tags["about_run"] == "merge-text_image").data.metrics
     assert merged["signif/p_loss_speech_vs_mot"] == pytest.approx(
-        stats.ttest_ind(MERGE_FINAL["merge-text_image"]["speech"], MERGE_FINAL["mot"]["speech"], equal_var=False).pvalue)
+        stats.ttest_rel(MERGE_FINAL["merge-text_image"]["speech"], MERGE_FINAL["mot"]["speech"]).pvalue)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/merges.csv", "report/merges.md"} <= artifacts
 
 
-def test_paper_values_are_keyed_by_setting_run_and_modality():
-    assert paper_value("chameleon_speech", "mot", "speech", "steps_frac") == pytest.approx(0.372)
-    assert paper_value("transfusion", "mot", "image", "flops_frac") == pytest.approx(1 / 3)
-    assert paper_value("chameleon", "mot", "image", "time_frac") == pytest.approx(0.472)
-    assert paper_value("chameleon_speech", "mot", "image", "steps_frac") == ""
-    assert paper_value("chameleon", "moe4x", "text", "steps_frac") == ""
+def test_paper_values_of_the_headline_comparison_come_from_each_settings_objective():
+    config = load_config([REPO / "configs" / "pipeline.yaml"])
+    assert paper_value(config, "chameleon_speech", "speech", "steps_frac") == pytest.approx(0.372)
+    assert paper_value(config, "transfusion", "image", "flops_frac") == pytest.approx(1 / 3)
+    assert paper_value(config, "chameleon", "image", "time_frac") == pytest.approx(0.472)
+    assert paper_value(config, "chameleon_speech", "image", "steps_frac") is None
 
 
 def test_size_sweep_table_and_plot_on_hand_made_curves(tmp_path):
@@ -280,20 +306,20 @@ def test_size_sweep_table_and_plot_on_hand_made_curves(tmp_path):
     for run in finals:  # the image curves: the text ones (only text is checked)
         finals[run]["image"], curves[run]["image"] = finals[run]["text"], curves[run]["text"]
     config, paths = make_study(tmp_path, "chameleon", ["text", "image"], runs, finals, curves)
-    rep = SettingReport(config, "chameleon")
-    rows = {r["size"]: r for r in size_sweep_rows(rep) if r["modality"] == "text"}
+    rows = {r["size"]: r for r in size_sweep_rows(SettingResults(config, "chameleon")) if r["loss"] == "text"}
     assert set(rows) == {"d32 L2", "d64 L2"}  # smoke.yaml's d_model 32 and the d64 override
     big, small = rows["d64 L2"], rows["d32 L2"]
-    assert big["non_embedding dense"] > small["non_embedding dense"]
+    assert big["non_embedding_dense"] > small["non_embedding_dense"]
     # d32: mot (seed s) reaches dense-s's final 1.30 / 1.32 between steps 200 (1.35) and 300 (1.25)
     expected = [(200 + (1.35 - 1.30) / (1.35 - 1.25) * 100) / 400, (200 + (1.35 - 1.32) / (1.35 - 1.25) * 100) / 400]
-    assert small["steps_frac"].mean == pytest.approx(statistics.mean(expected))
-    assert small["steps_frac"].std == pytest.approx(statistics.stdev(expected))
-    assert small["reached"] == "2/2"
-    # d64: mot-d64 equals dense-d64 until the end, then one seed ends just above dense's final: not reached
-    assert big["reached"] == "1/2" and big["steps_frac"] is None
-    assert float(big["p mot vs dense"]) == pytest.approx(stats.ttest_ind([1.49, 1.53], [1.50, 1.52], equal_var=False).pvalue)
-    rep.write()
+    assert small["steps_frac"] == pytest.approx(statistics.mean(expected))
+    half = stats.t.ppf(0.975, 1) * statistics.stdev(expected) / 2 ** 0.5
+    assert small["steps_frac_ci_low"] == pytest.approx(statistics.mean(expected) - half)
+    # d64: mot-d64 equals dense-d64 until the end; seed 1 ends just above dense's final 1.52: it counts, by relative
+    # speed (400 steps over dense's crossing of 1.53 between 1.6 at step 300 and 1.52 at 400), not dropped
+    assert big["steps_frac_seeds"] == f"{crossing(1.6, 1.49, 1.50) / 400:.3f};{400 / crossing(1.6, 1.52, 1.53):.3f}"
+    assert float(big["p"]) == pytest.approx(stats.ttest_rel([1.49, 1.53], [1.50, 1.52]).pvalue)
+    report(config, "chameleon")
     out = paths.report_dir("chameleon")
     assert (out / "figures" / "speedup_vs_size.png").stat().st_size > 1000
     assert len(read_csv(out / "size_sweep.csv")) == 4  # 2 sizes x 2 modalities
@@ -323,7 +349,7 @@ def test_a_mixture_with_text_only_rows_reports_their_speedup_and_significance(tm
     report(config, "chameleon")
     out = paths.report_dir("chameleon")
 
-    row = next(r for r in read_csv(out / "speedup.csv") if r["modality"] == "text_only")
+    row = next(r for r in read_csv(out / "speedup.csv") if r["loss"] == "text_only")
     target = statistics.mean(finals["dense"]["text_only"])
 
     def first_crossing(values, target):  # linear between evaluation points, as the report interpolates
@@ -334,10 +360,54 @@ def test_a_mixture_with_text_only_rows_reports_their_speedup_and_significance(tm
     expected = [first_crossing(curves["mot"]["text_only"] + [final], dense) / 400
                 for final, dense in zip(finals["mot"]["text_only"], finals["dense"]["text_only"])]
     assert expected[0] == pytest.approx(0.7375)  # seed 0: dense ends at 1.11, mot passes it between steps 200 and 300
-    assert row["reached"] == "3/3" and float(row["target_loss"]) == pytest.approx(target)
+    assert row["beyond_end"] == "0" and float(row["target_loss"]) == pytest.approx(target)
     assert float(row["steps_frac"]) == pytest.approx(statistics.mean(expected))
-    final = {r["run"]: r for r in read_csv(out / "final_metrics.csv")}
-    welch = stats.ttest_ind(finals["mot"]["text_only"], finals["dense"]["text_only"], equal_var=False).pvalue
-    assert float(final["mot"]["p vs dense (text_only)"]) == pytest.approx(welch)
-    assert "- text_only: mot" in (out / "report.md").read_text()
+    paired = stats.ttest_rel(finals["mot"]["text_only"], finals["dense"]["text_only"]).pvalue
+    assert float(comparisons_by(out)["mot", "dense", "text_only"]["p"]) == pytest.approx(paired)
+    assert "- text_only: Δ = " in (out / "report.md").read_text()
     assert (out / "figures" / "val_loss_text_only_vs_step.png").exists()
+
+
+def test_roles_not_names_decide_the_comparisons_and_claims_open_the_report(tmp_path):
+    """Runs named `base` and `untied` with roles baseline/headline: every table compares with them as it would
+    with dense/mot; the declared claims are judged first thing in report.md; a report after an earlier look at
+    fewer seeds says so."""
+    runs = {"base": {"untie": [], "seeds": [0, 1, 2]}, "untied": {"untie": ["attn", "ffn", "norm"], "seeds": [0, 1, 2]}}
+    finals = {"base": FINAL["dense"], "untied": FINAL["mot"]}
+    curves = {"base": CURVES["dense"], "untied": CURVES["mot"]}
+    claims = [{"setting": "chameleon", "loss": "text", "metric": "steps_frac", "less_than": 1.0, "seeds": 3},
+              {"setting": "chameleon", "loss": "image", "metric": "delta", "less_than": 0.0, "seeds": 2}]
+    config, paths = make_study(tmp_path, "chameleon", ["text", "image"], runs, finals, curves,
+                               roles={"baseline": "base", "headline": "untied"}, claims=claims)
+    out = paths.report_dir("chameleon")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "looks.json").write_text('[{"seeds": {"base": 2, "untied": 2}}]')  # an earlier report saw 2 seeds
+    text = report(config, "chameleon").read_text()
+
+    rows = comparisons_by(out)
+    assert set(rows) == {("untied", "base", m) for m in ("text", "image")}
+    assert float(rows["untied", "base", "text"]["p"]) == pytest.approx(
+        stats.ttest_rel(FINAL["mot"]["text"], FINAL["dense"]["text"]).pvalue)
+    assert rows["untied", "base", "image"]["status"] == "declared: chameleon/untied-vs-base/image/delta"
+    speedup = {(r["run"], r["loss"]): r for r in read_csv(out / "speedup.csv")}
+    assert speedup["untied", "text"]["status"] == "declared: chameleon/untied-vs-base/text/steps_frac"
+
+    verdicts = {r["claim"]: r for r in read_csv(out / "claims.csv")}
+    text_claim = verdicts["chameleon/untied-vs-base/text/steps_frac"]
+    paired = [crossing(1.15, m, d) / 400 for m, d in zip(FINAL["mot"]["text"], FINAL["dense"]["text"])]
+    assert float(text_claim["estimate"]) == pytest.approx(statistics.mean(paired))
+    assert float(text_claim["p"]) == pytest.approx(stats.ttest_1samp(paired, 1.0, alternative="less").pvalue)
+    assert text_claim["verdict"] == "supported"
+    image_claim = verdicts["chameleon/untied-vs-base/image/delta"]  # declared with 2 seeds: tested on the first 2
+    d = [m - b for m, b in zip(FINAL["mot"]["image"][:2], FINAL["dense"]["image"][:2])]
+    assert image_claim["n"] == "2" and float(image_claim["estimate"]) == pytest.approx(statistics.mean(d))
+    assert image_claim["verdict"] == "inconclusive" and float(image_claim["detectable_effect"]) > 0
+    assert "3 seeds present, 2 declared" in image_claim["notes"]
+    assert "seeds were added after an earlier report" in text_claim["notes"]
+
+    assert text.splitlines()[2] == "## Declared claims and their verdicts"
+    claims_part = text.split("## Declared claims and their verdicts")[1].split("## Headline")[0]
+    assert "**supported**: untied vs base, text, steps_frac < 1" in claims_part
+    assert "**inconclusive**: untied vs base, image, Δ final loss < 0" in claims_part
+    assert "## Headline: untied vs base" in text and "Earlier reports of this study saw other seed counts" in text
+    assert (out / "figures" / "val_loss_text_vs_step.png").exists()

@@ -1,11 +1,12 @@
-"""Seed summaries and Welch's t-test against values computed by hand."""
+"""Seed summaries, paired and Welch comparisons, t-intervals and Holm against values computed by hand."""
 
 import math
 
 import pytest
 from scipy import special
 
-from evaluation.significance import PValue, SeedStat, seed_stat, standard_error, verdict, welch
+from evaluation.significance import (PValue, SeedStat, compare, holm, one_sided_t, seed_stat, standard_error,
+                                     t_interval, verdict, welch)
 
 # measured by a user with 3 seeds on the default study: final val loss
 TEXT_DENSE, TEXT_MOT = [1.0563, 1.0563, 1.0562], [1.0221, 1.0198, 1.0224]
@@ -83,3 +84,61 @@ def test_standard_error_of_a_difference():
 def test_p_values_print_small_ones_readably():
     assert str(PValue(0.04321)) == "0.0432"
     assert str(PValue(3.2e-7)) == "3.2e-07"
+
+
+def test_paired_comparison_closed_form_with_two_degrees_of_freedom():
+    # per-seed differences 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t = 2 sqrt(3), df 2: p = 1 - |t| / sqrt(t^2 + 2)
+    run, reference = {0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 1: 2.0, 2: 3.0}
+    diff = compare(run, reference)
+    t = 2 * math.sqrt(3)
+    assert diff.method == "paired" and diff.n == 3 and diff.diffs == (1.0, 2.0, 3.0)
+    assert diff.delta == pytest.approx(2.0)
+    assert diff.p == pytest.approx(1 - t / math.sqrt(t * t + 2))  # 0.0377
+    # t_{0.975, 2} = 4.302652729749464 (closed form: sqrt(2 / (1 - 0.95^2) - 2))
+    t975 = math.sqrt(2 / (1 - 0.95 ** 2) - 2)
+    assert (diff.interval.low, diff.interval.high) == pytest.approx((2 - t975 / math.sqrt(3), 2 + t975 / math.sqrt(3)))
+    assert diff.rho == pytest.approx(1.0)  # the same seeds move together: 2x, exactly
+    assert diff.effect_size == pytest.approx(2.0)  # d_z = mean / sd
+
+
+def test_paired_uses_the_common_seeds_and_welch_stands_in_without_them():
+    run, reference = {0: 1.0, 1: 1.2, 2: 1.1, 5: 9.0}, {0: 0.9, 1: 1.0, 2: 1.05}
+    diff = compare(run, reference)
+    assert diff.method == "paired" and diff.n == 3  # seed 5 has no partner
+    a, b = {3: 1.0, 4: 1.2, 5: 1.1}, {0: 0.9, 1: 1.0}
+    diff = compare(a, b)
+    t, df, p = by_hand(list(a.values()), list(b.values()))
+    assert diff.method == "welch" and diff.p == pytest.approx(p, rel=1e-6)
+    se = math.sqrt(statistics_var([1.0, 1.2, 1.1]) / 3 + statistics_var([0.9, 1.0]) / 2)
+    assert diff.interval.high - diff.delta == pytest.approx(special.stdtrit(df, 0.975) * se)
+    one = compare({0: 1.0}, {0: 0.5, 1: 0.6})
+    assert one.method == "" and one.p is None and one.interval is None and one.delta == pytest.approx(0.45)
+
+
+def statistics_var(x):
+    m = sum(x) / len(x)
+    return sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+
+def test_t_interval_closed_form():
+    # [0, 2]: mean 1, sd sqrt 2, se 1, t_{0.975, 1} = tan(pi/2 * 0.95) (Cauchy)
+    interval = t_interval([0.0, 2.0])
+    half = math.tan(math.pi / 2 * 0.95)
+    assert (interval.low, interval.high) == pytest.approx((1 - half, 1 + half))
+    assert t_interval([1.0]) is None
+
+
+def test_one_sided_t():
+    # [0, 2] against 3: t = (1 - 3) / 1 = -2, df 1: P(T < -2) = 1/2 - atan(2)/pi (Cauchy)
+    assert one_sided_t([0.0, 2.0], 3.0, "less") == pytest.approx(0.5 - math.atan(2) / math.pi)
+    assert one_sided_t([0.0, 2.0], 3.0, "greater") == pytest.approx(0.5 + math.atan(2) / math.pi)
+    assert one_sided_t([1.0], 3.0, "less") is None
+
+
+def test_holm_against_hand_computed_values():
+    # sorted 0.01, 0.02, 0.03, 0.04 (m = 4): 4*0.01 = 0.04, 3*0.02 = 0.06, max(0.06, 2*0.03) = 0.06, max(0.06, 0.04)
+    assert holm([0.03, 0.01, None, 0.04, 0.02]) == pytest.approx([0.06, 0.04, None, 0.06, 0.06])
+    # capped at 1; monotone in the raw order
+    assert holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])
+    assert holm([0.9, 0.001]) == pytest.approx([0.9, 0.002])
+    assert holm([]) == [] and holm([None]) == [None]

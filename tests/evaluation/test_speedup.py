@@ -25,11 +25,16 @@ def test_crossing_between_points_is_interpolated():
     assert speedup_fractions(dense, mot)["steps_frac"] == pytest.approx((200 + 0.4 / 0.6 * 100) / 400)
 
 
-def test_never_reached_is_none_not_a_number():
+def test_never_reached_counts_by_relative_speed_not_as_a_gap():
+    # other ends at 1.5, above dense's final 1; dense got down to 1.5 halfway between steps 100 (2) and 200 (1):
+    # other needs its 200 steps for what dense did in 150, so dense's final takes it 200/150 of dense's steps
     dense = curve([0, 100, 200], [5, 2, 1])
     other = curve([0, 100, 200], [5, 3, 1.5])
     result = speedup_fractions(dense, other)
-    assert result["steps_frac"] is None and result["flops_frac"] is None and result["time_frac"] is None
+    assert result["reached"] is False
+    assert result["steps_frac"] == pytest.approx(200 / 150) == pytest.approx(result["flops_frac"])
+    assert result["time_frac"] == pytest.approx(200 / 150)
+    assert speedup_fractions(dense, dense)["reached"] is True and speedup_fractions(dense, dense)["steps_frac"] == 1
 
 
 def test_noisy_curve_with_smoothing():

@@ -3,8 +3,8 @@ from snakemake.logging import logger
 
 from mot.cluster import request_keys, rule_job
 from mot.config import ConfigError, find_run, run_specs, uses_text_only
-from mot.config.inputs import (evaluation_fingerprint, run_fingerprint, setting_stage_fingerprint, stage_fingerprint,
-                               token_shard_sources)
+from mot.config.inputs import (evaluation_fingerprint, report_fingerprint, run_fingerprint, setting_stage_fingerprint,
+                               stage_fingerprint, token_shard_sources)
 from mot.config.load import missing_paths, validate
 from mot.paths import TOKEN_SOURCES, StudyPaths
 from mot.settings import objective_class

@@ -11,10 +11,11 @@ rule report:
         figures=report(directory(str(PATHS.report_dir("{setting}") / "figures")), patterns=["{name}.png"],
                        caption="../report/figure.rst", category="{setting}", subcategory="figures"),
         tables=[report(str(PATHS.report_dir("{setting}") / f"{table}.csv"), caption="../report/table.rst",
-                       category="{setting}", subcategory="tables", labels={"table": table})
-                for table in ("speedup", "final_metrics", "ablations", "merges", "size_sweep", "accounting")],
+                       category="{setting}", subcategory="claims" if table == "claims" else "tables",
+                       labels={"table": table})
+                for table in ("claims", "comparisons", "speedup", "final_metrics", "merges", "size_sweep", "accounting")],
     params:
-        fingerprint=stage_params("report"),
+        fingerprint=lambda w: report_fingerprint(config, w.setting),
     log:
         str(PATHS.log("report", "{setting}")),
     threads: 1

@@ -95,7 +95,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
                       "eval.images.seed"),
     "fid_random": ("eval.split", "eval.fid_extractor", "eval.inception_weights", "eval.images.n",
                    "eval.images.seed"),
-    "report": ("report",),
+    "report": ("report", "claims"),
 }
 
 
@@ -116,6 +116,12 @@ def stage_fingerprint(config: dict, stage: str) -> str:
 def setting_stage_fingerprint(config: dict, stage: str, setting: str) -> str:
     """A per-setting stage also depends on the setting's inputs (its tokenizers decode what it scores)."""
     return fingerprint(stage_fingerprint(config, stage), setting_inputs(config, setting))
+
+
+def report_fingerprint(config: dict, setting: str) -> str:
+    """A setting's report: the report section, the declared claims and the setting's run roles decide what it says."""
+    return fingerprint([config_value(config, key) for key in STAGE_KEYS["report"]]
+                       + [config["settings"][setting].get("roles")])
 
 
 def evaluation_fingerprint(config: dict, run: RunSpec) -> str:

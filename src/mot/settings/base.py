@@ -45,7 +45,8 @@ class Objective:
     # the sequence kinds its sequences.mixture may weight, each with the token source it draws rows from
     sequence_sources: dict[str, str] = {"image_text": "image_text"}
     draws_streams = False                   # can draw training rows in seeded streams from token shards
-    paper: dict[str, dict[str, dict[str, float]]] = {}  # the paper's numbers: {run: {modality: {metric: value}}}
+    # the paper's numbers for its headline comparison (MoT vs dense): {loss: {metric: value}}
+    paper: dict[str, dict[str, float]] = {}
 
     @classmethod
     def external_paths(cls, config: dict) -> Iterator[tuple[list, str]]:

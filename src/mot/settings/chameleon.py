@@ -200,8 +200,8 @@ class ChameleonObjective(Objective):
     draws_streams = True
     # the paper's 7B headline: the fraction of dense's training MoT needs to match dense's final loss
     # (FLOPs per step match, so a FLOPs fraction is a steps fraction)
-    paper = {"mot": {"image": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.472},
-                     "text": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.756}}}
+    paper = {"image": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.472},
+             "text": {"steps_frac": 0.558, "flops_frac": 0.558, "time_frac": 0.756}}
 
     def __init__(self, config: dict, setting: str):
         super().__init__(config, setting)

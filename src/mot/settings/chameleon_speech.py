@@ -68,7 +68,7 @@ class ChameleonSpeechObjective(ChameleonObjective):
     tokenizers = ("text", "image_vq", "speech")
     token_files = ("tokens_stats", "speech_stats")
     sequence_sources = {**ChameleonObjective.sequence_sources, **{kind: "speech" for kind in SPEECH_KINDS}}
-    paper = {"mot": {"speech": {"steps_frac": 0.372, "flops_frac": 0.372}}}  # 7B: dense speech loss at 37.2%
+    paper = {"speech": {"steps_frac": 0.372, "flops_frac": 0.372}}  # 7B: dense speech loss at 37.2%
 
     @classmethod
     def external_paths(cls, config: dict):

@@ -170,7 +170,7 @@ class TransfusionObjective(Objective):
     tokenizers = ("text", "image_vq", "image_vae")  # the captions' BPE is fitted beside the VQ-VAE
     token_files = ("tokens_stats", "latents_stats")
     config_sections = ("diffusion",)
-    paper = {"mot": {"image": {"steps_frac": 1 / 3, "flops_frac": 1 / 3}}}  # 7B: dense image quality at 1/3
+    paper = {"image": {"steps_frac": 1 / 3, "flops_frac": 1 / 3}}  # 7B: dense image quality at 1/3
 
     @classmethod
     def external_paths(cls, config: dict):

@@ -1,0 +1,105 @@
+"""Loading one setting's results for the report: each run's validation curves from MLflow and its
+`eval/metrics.json`, grouped by the run of the config (its seeds), with the run roles.
+
+The verdict's validation set: a run's final loss in every comparison is the last point of its validation
+curve (`train.eval_samples` val samples, the same for every run and seed), the samples the speed-up
+crossing and its target are measured on, so one verdict never mixes two validation sets. The whole split's
+final loss (`eval/metrics.json`) stays beside it (`whole_split_by_seed`) to show what that choice costs.
+Runs without an evaluation (failed under --keep-going) or without a curve are listed as missing, not fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from evaluation.roles import roles_for
+from mot.config import run_specs, uses_text_only
+from mot.paths import StudyPaths
+from mot.tracking import client_for
+
+EVAL_CURVES = ("eval/cider", "eval/fid", "eval/clip_score")
+
+
+def load_curves(client, run_id: str, losses) -> dict[str, dict[str, np.ndarray]]:
+    """Validation curves of one MLflow run: per loss, aligned step / FLOPs / time / loss arrays; per eval
+    metric over training, step / value arrays."""
+    def history(key):
+        return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+    flops, time = history("val/cum_flops"), history("val/wall_clock_s")
+    curves = {}
+    for m in losses:
+        loss = history(f"val/loss_{m}")
+        steps = sorted(s for s in loss if s in flops and s in time)
+        curves[m] = {"step": np.array(steps, float), "flops": np.array([flops[s] for s in steps]),
+                     "time": np.array([time[s] for s in steps]), "loss": np.array([loss[s] for s in steps])}
+    for key in EVAL_CURVES:
+        points = history(key)
+        curves[key] = {"step": np.array(sorted(points), float), "value": np.array([points[s] for s in sorted(points)])}
+    return curves
+
+
+class SettingResults:
+    """Every present run of one setting: `curves[name]`, `metrics[name]` (eval/metrics.json), `groups[base]`
+    (its present seed runs), `seed_of[name]`, and the roles."""
+
+    def __init__(self, config: dict, setting: str):
+        self.config, self.setting = config, setting
+        self.paths = StudyPaths.from_config(config)
+        self.client = client_for(config["results_dir"])
+        self.modalities = list(config["settings"][setting]["modalities"])
+        # one curve per modality, and text_only (the text-only val rows) when the mixture trains on them
+        self.losses = self.modalities + (["text_only"] if uses_text_only(config, setting) else [])
+        self.smoothing = config["report"]["smoothing"]
+        self.specs = run_specs(config, setting)
+        self.roles = roles_for(config, setting, self.specs)
+        self.curves: dict[str, dict] = {}
+        self.metrics: dict[str, dict] = {}
+        self.missing: list[str] = []
+        for spec in self.specs:
+            metrics_file = self.paths.eval_dir(setting, spec.name) / "metrics.json"
+            run_id_file = self.paths.run_id_file(setting, spec.name)
+            if not metrics_file.exists() or not run_id_file.exists():
+                self.missing.append(spec.name)
+                continue
+            curves = load_curves(self.client, run_id_file.read_text().strip(), self.losses)
+            if any(len(curves[m]["loss"]) == 0 for m in self.losses):
+                self.missing.append(f"{spec.name} (no validation curve in MLflow)")
+                continue
+            self.curves[spec.name] = curves
+            self.metrics[spec.name] = json.loads(metrics_file.read_text())
+        self.groups: dict[str, list[str]] = defaultdict(list)
+        self.arch, self.shared = {}, {}
+        for spec in self.specs:
+            self.arch[spec.base_name] = spec.arch
+            self.shared[spec.base_name] = (" / ".join("+".join(g) for g in spec.groups) if spec.untie
+                                           else "+".join(spec.modalities))  # dense: one set for all
+            if spec.name in self.curves:
+                self.groups[spec.base_name].append(spec.name)
+        self.seed_of = {spec.name: spec.seed for spec in self.specs}
+        self.eval_samples = {spec.base_name: spec.train["eval_samples"] for spec in self.specs}
+
+    def has(self, base: str) -> bool:
+        return base in self.groups
+
+    def seeds(self, base: str) -> list[int]:
+        return [self.seed_of[n] for n in self.groups.get(base, [])]
+
+    def run_of_seed(self, base: str) -> dict[int, str]:
+        return {self.seed_of[n]: n for n in self.groups.get(base, [])}
+
+    def final_by_seed(self, base: str, loss: str) -> dict[int, float]:
+        """The verdict's final loss per seed: the last point of the validation curve."""
+        return {self.seed_of[n]: float(self.curves[n][loss]["loss"][-1]) for n in self.groups.get(base, [])}
+
+    def whole_split_by_seed(self, base: str, loss: str) -> dict[int, float]:
+        """The final loss on the whole val split (eval/metrics.json), per seed where evaluated."""
+        key = f"val/loss_{loss}"
+        return {self.seed_of[n]: float(self.metrics[n][key]) for n in self.groups.get(base, [])
+                if self.metrics[n].get(key) is not None}
+
+    def metric_values(self, base: str, key: str) -> list[float]:
+        return [self.metrics[n][key] for n in self.groups.get(base, []) if self.metrics[n].get(key) is not None]

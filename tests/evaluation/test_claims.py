@@ -9,7 +9,8 @@ from scipy import stats
 
 from evaluation.claims import Claim, claims_for, test_claim as judge, verdicts
 from evaluation.speedup import speedup_fractions
-from mot.config import ConfigError, load_config
+from mot.config import ConfigError
+from mot.config.load import load_config
 from tests.conftest import REPO
 
 

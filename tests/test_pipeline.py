@@ -132,7 +132,7 @@ def test_a_chameleon_runs_eval_files_match_its_mlflow_run(study, name):
 @pytest.mark.slow
 def test_the_chameleon_report_has_its_speedup_table_and_figures(study):
     report = study.root / "chameleon" / "report"
-    assert "| mot | image |" in (report / "speedup.md").read_text()
+    assert "| mot | dense | image |" in (report / "speedup.md").read_text()
     for png in ("val_loss_image_vs_step.png", "val_loss_text_vs_flops.png"):
         assert (report / "figures" / png).stat().st_size > 1000
     assert ("speedup/steps_frac_image" in study.runs("chameleon")["report"].data.metrics

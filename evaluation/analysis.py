@@ -8,7 +8,8 @@ they read. Every comparison is of two runs named by their roles (results.roles),
 - speed-up: every run against the baseline of the same seed: fraction of the baseline's steps / FLOPs /
   wall-clock to reach its final loss, every seed counted (beyond the end by relative speed, see
   evaluation.speedup), mean with a 95% t-interval, the t-test of "fraction = 1";
-- merges: the leave-one-modality-out runs beside the headline run and the baseline.
+- merges: the leave-one-modality-out runs beside the headline run and the baseline;
+- gap (descriptive): the headline run minus the baseline along training, paired by seed, with 95% intervals.
 """
 
 from __future__ import annotations
@@ -174,3 +175,24 @@ def final_metric_rows(results) -> tuple[list[dict], list[str]]:
         rows.append(row)
     columns = [k for m in results.losses for k in (f"curve/loss_{m}", f"val/loss_{m}")] + others
     return rows, columns
+
+
+def gap_rows(results) -> list[dict]:
+    """Δ(t) = headline − baseline validation loss at every evaluation step both have, per loss: the mean of the
+    same-seed differences with its 95% t-interval (>= 2 common seeds), so "ahead mid-run, caught up by the end"
+    and "no gap at any time" read apart. Descriptive: one point per step, no test."""
+    headline, baseline = results.roles.headline, results.roles.baseline
+    baseline_of = results.run_of_seed(baseline)
+    pairs = [(n, baseline_of[results.seed_of[n]]) for n in results.groups.get(headline, [])
+             if results.seed_of[n] in baseline_of]
+    rows = []
+    for loss in results.losses if pairs else []:
+        curves = [(results.curves[h][loss], results.curves[b][loss]) for h, b in pairs]
+        steps = sorted(set.intersection(*(set(c["step"].tolist()) for pair in curves for c in pair)))
+        for step in steps:
+            gaps = [float(h["loss"][h["step"] == step][0] - b["loss"][b["step"] == step][0]) for h, b in curves]
+            interval = t_interval(gaps)
+            rows.append({"loss": loss, "step": int(step), "seeds": len(gaps), "delta": float(np.mean(gaps)),
+                         "ci_low": "" if interval is None else interval.low,
+                         "ci_high": "" if interval is None else interval.high})
+    return rows

@@ -68,11 +68,11 @@ def _problem(config: dict, raw: dict) -> tuple[str, str] | None:
     if setting not in config["settings"]:
         return "setting", f"{setting!r} is not a setting of this study"
     roles = config["settings"][setting].get("roles") or {}
-    runs = config["settings"][setting]["runs"]
+    runs = [*config["settings"][setting]["runs"], *(roles.get("select") or {})]  # a selection stands for its pick
     for field, name in (("run", raw.get("run", roles.get("headline", "mot"))),
                         ("vs", raw.get("vs", roles.get("baseline", "dense")))):
         if name not in runs:
-            return field, f"{name!r} is not a run of settings.{setting} (runs: {', '.join(runs)})"
+            return field, f"{name!r} is not a run or selection of settings.{setting} (runs: {', '.join(runs)})"
     losses = list(config["settings"][setting]["modalities"]) + (["text_only"] if uses_text_only(config, setting) else [])
     if raw["loss"] not in losses:
         return "loss", f"{raw['loss']!r} is not measured in {setting} ({', '.join(losses)})"
@@ -111,13 +111,14 @@ def claims_for(config: dict, setting: str | None = None) -> list[Claim]:
 
 
 def claim_values(results, claim: Claim) -> list[float]:
-    """The claim's metric per common seed of its two runs, in config seed order."""
-    if not results.has(claim.run) or not results.has(claim.reference):
+    """The claim's metric per common seed of its two runs (a selection: its pick), in config seed order."""
+    run, reference = results.roles.resolve(claim.run), results.roles.resolve(claim.reference)
+    if not results.has(run) or not results.has(reference):
         return []
     if claim.metric == "delta":
-        own, ref = results.final_by_seed(claim.run, claim.loss), results.final_by_seed(claim.reference, claim.loss)
-        return [own[s] - ref[s] for s in results.seeds(claim.run) if s in ref]
-    return [r[claim.metric] for r in paired_fractions(results, claim.run, claim.reference, claim.loss)]
+        own, ref = results.final_by_seed(run, claim.loss), results.final_by_seed(reference, claim.loss)
+        return [own[s] - ref[s] for s in results.seeds(run) if s in ref]
+    return [r[claim.metric] for r in paired_fractions(results, run, reference, claim.loss)]
 
 
 def test_claim(claim: Claim, values: list[float], family_size: int = 1, with_power: bool = True) -> dict:
@@ -178,11 +179,11 @@ def evaluate_claims(results, looks: list[dict]) -> list[dict]:
             extra = test_claim(claim, values, len(claims))
             notes.append(f"{len(values)} seeds present, {claim.seeds} declared: the verdict uses the first "
                          f"{claim.seeds}; all {len(values)} give {fmt_estimate(extra)} (exploratory)")
+        compared = [results.roles.resolve(r) for r in (claim.run, claim.reference)]
         earlier = [look for look in looks
-                   if any(look.get("seeds", {}).get(r, 0) < len(results.groups.get(r, []))
-                          for r in (claim.run, claim.reference))]
+                   if any(look.get("seeds", {}).get(r, 0) < len(results.groups.get(r, [])) for r in compared)]
         if earlier:
-            seen = ", ".join(f"{r} {earlier[0]['seeds'].get(r, 0)}" for r in (claim.run, claim.reference))
+            seen = ", ".join(f"{r} {earlier[0]['seeds'].get(r, 0)}" for r in compared)
             notes.append(f"seeds were added after an earlier report of this study ({seen} seeds): "
                          "a test after a look is not the declared one")
         row["notes"] = "; ".join(notes)

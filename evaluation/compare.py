@@ -3,17 +3,20 @@ baseline, from its report, with Holm over the printed table (one family).
 
     python -m evaluation.compare results/tiny_mixture-today results/tiny_mixture-1to1 results/tiny_mixture-2to1
     python -m evaluation.compare results/tiny_scaling --setting chameleon
+    python -m evaluation.compare results/tiny_lr results/tiny_lr-2to1 --headline    # best against best only
 
 A study's report (`mot report`) already holds the per-seed statistics (speedup.csv, comparisons.csv,
 size_sweep.csv). This reads them back and puts the studies side by side, one row per (study, run, loss): seeds,
 the steps fraction with its 95% interval (every seed counted), Δ = run − baseline with its 95% interval, the
-paired p, and the p Holm-adjusted over every row of this table.
+paired p, and the p Holm-adjusted over every row of this table. `--headline` keeps each study's headline run
+against its baseline (its report's roles.json: with `roles.select`, each selection's pick, so best against best).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -41,10 +44,18 @@ def with_interval(row: dict, key: str, digits: int, prefix: str | None = None) -
     return f"{text} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
 
 
-def study_rows(study: Path, setting: str) -> list[dict]:
+def study_rows(study: Path, setting: str, headline_only: bool = False) -> list[dict]:
     report = study / setting / "report"
     if not (report / "report.md").exists():
         raise FileNotFoundError(f"{report / 'report.md'}: no report for this study (run its snakemake first)")
+    rows = _study_rows(study, report)
+    if not headline_only:
+        return rows
+    roles = json.loads((report / "roles.json").read_text())
+    return [r for r in rows if r["run"] == roles["headline"] and r["vs"] == roles["baseline"]]
+
+
+def _study_rows(study: Path, report: Path) -> list[dict]:
     comparisons = {(r["run"], r["reference"], r["loss"]): r for r in read_csv(report / "comparisons.csv")}
     sweep = read_csv(report / "size_sweep.csv")
     rows = []
@@ -83,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="+", type=Path, help="results/{study} directories")
     parser.add_argument("--setting", default="chameleon")
+    parser.add_argument("--headline", action="store_true", help="only each study's headline run vs its baseline")
     args = parser.parse_args(argv)
     try:
-        rows = [row for study in args.studies for row in study_rows(study, args.setting)]
+        rows = [row for study in args.studies for row in study_rows(study, args.setting, args.headline)]
     except FileNotFoundError as err:
         print(f"compare: {err}", file=sys.stderr)
         return 1

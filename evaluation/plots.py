@@ -1,6 +1,8 @@
 """The report's figures of one setting: per loss, validation loss vs steps, FLOPs and wall-clock (every run
 overlaid, ± 1 sd bands over seeds, the baseline's final loss as a line); CIDEr / FID / CLIP score vs steps;
-final-loss bars (* = differs from the baseline, Holm-adjusted); the merges as differences to the headline run."""
+final-loss bars (* = differs from the baseline, Holm-adjusted); the merges as differences to the headline run;
+the headline run's gap to the baseline along training (paired by seed, 95% band); a selection's score against
+its candidates' learning rates."""
 
 from __future__ import annotations
 
@@ -146,3 +148,41 @@ def plot_merges(results, rows: list[dict], figures: Path) -> list[Path]:
     ax.set(ylabel=f"final val loss − {headline}'s",
            title=f"{results.setting}: leave-one-modality-out (0 = {headline}; * Holm p<{ALPHA})")
     return [_save(fig, ax, figures / "merges_val_loss_vs_mot.png")]
+
+
+def plot_gap(results, rows: list[dict], figures: Path) -> list[Path]:
+    """The headline run's gap to the baseline along training (analysis.gap_rows), per loss, with its 95% band."""
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for j, m in enumerate(dict.fromkeys(r["loss"] for r in rows)):
+        own = [r for r in rows if r["loss"] == m]
+        steps = [r["step"] for r in own]
+        ax.plot(steps, [r["delta"] for r in own], marker="o", markersize=3, color=f"C{j}",
+                label=f"{m} ({own[0]['seeds']} seeds)")
+        if own[0]["ci_low"] != "":
+            ax.fill_between(steps, [r["ci_low"] for r in own], [r["ci_high"] for r in own], color=f"C{j}", alpha=0.2,
+                            lw=0)
+    ax.axhline(0, color="black", lw=1)
+    ax.set(xlabel="training steps", ylabel=f"val loss: {results.roles.headline} − {results.roles.baseline}",
+           title=f"{results.setting}: gap along training (paired by seed, 95% CI)")
+    return [_save(fig, ax, figures / "gap_vs_step.png")]
+
+
+def plot_selection(rows: list[dict], setting: str, figures: Path) -> list[Path]:
+    """Each selection's score (final loss summed over modalities, seed mean) against its candidates' learning
+    rates (log axis), the picked one circled."""
+    scored = [r for r in rows if r["score"] != "" and r["lr"] is not None]
+    if not scored:
+        return []
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for j, name in enumerate(dict.fromkeys(r["selection"] for r in scored)):
+        own = sorted((r for r in scored if r["selection"] == name), key=lambda r: r["lr"])
+        ax.plot([r["lr"] for r in own], [r["score"] for r in own], marker="o", color=f"C{j}", label=name)
+        for r in own:
+            if r["picked"]:
+                ax.scatter([r["lr"]], [r["score"]], s=160, facecolors="none", edgecolors="black", zorder=4)
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="final loss, summed over modalities (seed mean)",
+           title=f"{setting}: each selection's candidates (circled: picked)")
+    return [_save(fig, ax, figures / "selection_vs_lr.png")]

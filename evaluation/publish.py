@@ -101,6 +101,18 @@ def write_markdown(out: Path, results, md: dict[str, str], claims: list[dict], c
         lines += ["Earlier reports of this study saw other seed counts: " + "; ".join(
             ", ".join(f"{k} {v}" for k, v in look["seeds"].items()) for look in looks[:-1])
             + ". Seeds added after a look make these tests post hoc unless the claim declared them.", ""]
+    if results.selection:
+        split = results.config["eval"]["split"]
+        on = (f"the final loss on the {split} split (eval/metrics.json)" if roles.select_on == "whole_split"
+              else "the validation curve's last point")
+        disjoint = ("disjoint from the curve's val samples the verdicts use" if roles.select_on == "whole_split"
+                    and split != "val" else "the verdicts' own samples or a superset of them: the pick favours each "
+                    "selection's luckiest candidate there, by as much for one selection as for the other")
+        lines += ["## Selection: best against best", "",
+                  f"Each selection's candidate with the lowest {on}, summed over the modalities and averaged over "
+                  f"seeds, is that role ({disjoint}): "
+                  + ", ".join(f"`{name}` → `{run}`" for name, run in roles.picked.items()) + ". Every other "
+                  "candidate stays in the tables below as an exploratory run.", "", md["selection"]]
     lines += [f"## Comparisons: every run against {roles.headline} and {roles.baseline} (one family)", "",
               md["comparisons"],
               f"## Speed-up: fraction of {roles.baseline}'s training to reach {roles.baseline}'s final validation loss "
@@ -109,6 +121,11 @@ def write_markdown(out: Path, results, md: dict[str, str], claims: list[dict], c
               f"(smoothing window {results.smoothing}); `p (frac = 1)` tests no speed-up. `(mean {roles.baseline})` "
               f"columns: against the seed-mean {roles.baseline} curve (mean ± sd, descriptive). `paper` = the "
               "paper's value at 7B where it gives one.", "", md["speedup"]]
+    if md["gap"].count("\n") > 2:
+        lines += [f"## Gap along training: {roles.headline} − {roles.baseline} (descriptive)", "",
+                  "At every evaluation step, the mean over seeds of the same-seed difference of validation losses with "
+                  "its 95% t-interval (figures/gap_vs_step.png): a gap that opens mid-run and closes by the end reads "
+                  "apart from no gap at any time.", "", md["gap"]]
     if merges:
         lines += [f"## Leave-one-modality-out: merged parameter sets vs {roles.headline} and {roles.baseline} "
                   "(one family)", "", f"Per modality, each merge run (two modalities share one parameter set) beside "
@@ -205,6 +222,7 @@ def log_to_mlflow(results, out: Path, comparisons, speedup, claims: list[dict]) 
     parent.set_tags({"missing_runs": ",".join(results.missing) or "none",
                      "seeds": ",".join(f"{b}:{len(n)}" for b, n in results.groups.items()),
                      "roles": f"baseline={results.roles.baseline},headline={headline}",
+                     **{f"selected/{name}": run for name, run in results.roles.picked.items()},
                      **{f"claim/{c['claim']}": c["verdict"] for c in claims},
                      **{k: v for k, v in tags_by_run.get(headline, {}).items() if k.startswith("differs_")}})
     parent.log_artifacts(out, "report")

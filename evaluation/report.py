@@ -11,6 +11,7 @@ The report opens with the declared claims and their verdicts, then the headline 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -41,11 +42,12 @@ def accounting_rows(results) -> list[dict]:
     return rows
 
 
-def label_status(rows: list[dict], claims, metric_of_row) -> None:
+def label_status(rows: list[dict], claims, metric_of_row, roles) -> None:
     """`status` of each row: the declared claim it tests, else exploratory (one seed: no test at all)."""
     for row in rows:
         declared = [c.name for c in claims
-                    if (c.run, c.reference, c.loss) == (row["run"], row.get("reference", c.reference), row["loss"])
+                    if (roles.resolve(c.run), roles.resolve(c.reference), c.loss)
+                    == (row["run"], row.get("reference", roles.resolve(c.reference)), row["loss"])
                     and metric_of_row(c.metric)]
         if declared:
             row["status"] = "declared: " + ", ".join(declared)
@@ -67,14 +69,15 @@ class SettingReport:
         claims = evaluate_claims(results, looks)
         declared = claims_for(results.config, results.setting)
         comparisons = analysis.comparison_rows(results)
-        label_status(comparisons, declared, lambda metric: metric == "delta")
+        label_status(comparisons, declared, lambda metric: metric == "delta", roles)
         speedup = analysis.speedup_rows(results)
         for row in speedup:
             row["reference"] = roles.baseline
-        label_status(speedup, declared, lambda metric: metric != "delta")
+        label_status(speedup, declared, lambda metric: metric != "delta", roles)
         merges = analysis.merge_rows(results)
         final_rows, final_columns = analysis.final_metric_rows(results)
         sizes = size_sweep_rows(results)
+        gap = analysis.gap_rows(results)
         accounting = accounting_rows(results)
 
         md = {
@@ -88,13 +91,19 @@ class SettingReport:
             # header only without merges / a size sweep (the HTML report lists every table for every setting)
             "merges": tables.write_table(merges, out / "merges", tables.merge_columns(roles)),
             "sizes": tables.write_table(sizes, out / "size_sweep", tables.size_sweep_columns()),
+            "gap": tables.write_table(gap, out / "gap", tables.gap_columns(roles)),
+            "selection": tables.write_table(results.selection, out / "selection",
+                                            tables.selection_columns(results.modalities)),
         }
         figures = (plots.plot_losses(results, self.figures) + plots.plot_eval_curves(results, self.figures)
                    + plots.plot_final_losses(results, final_rows, comparisons, self.figures)
-                   + plots.plot_merges(results, merges, self.figures))
+                   + plots.plot_merges(results, merges, self.figures) + plots.plot_gap(results, gap, self.figures)
+                   + plots.plot_selection(results.selection, results.setting, self.figures))
         sweep_figure = plot_size_sweep(sizes, results.modalities, results.setting, self.figures / "speedup_vs_size.png")
         figures += [sweep_figure] if sweep_figure else []
         record_look(out, looks, {base: len(names) for base, names in results.groups.items()})
+        (out / "roles.json").write_text(json.dumps({"baseline": roles.baseline, "headline": roles.headline,
+                                                    "picked": roles.picked}, indent=1) + "\n")
         report_md = write_markdown(out, results, md, claims, comparisons, speedup, merges, sizes, figures,
                                    read_looks(out))
         log_to_mlflow(results, out, comparisons, speedup, claims)

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from evaluation.roles import roles_for
+from evaluation.roles import pick, roles_for
 from mot.config import run_specs, uses_text_only
 from mot.paths import StudyPaths
 from mot.tracking import client_for
@@ -55,7 +55,6 @@ class SettingResults:
         self.losses = self.modalities + (["text_only"] if uses_text_only(config, setting) else [])
         self.smoothing = config["report"]["smoothing"]
         self.specs = run_specs(config, setting)
-        self.roles = roles_for(config, setting, self.specs)
         self.curves: dict[str, dict] = {}
         self.metrics: dict[str, dict] = {}
         self.missing: list[str] = []
@@ -81,6 +80,13 @@ class SettingResults:
                 self.groups[spec.base_name].append(spec.name)
         self.seed_of = {spec.name: spec.seed for spec in self.specs}
         self.eval_samples = {spec.base_name: spec.train["eval_samples"] for spec in self.specs}
+        self.train = {spec.base_name: spec.train for spec in self.specs}
+        # the roles, a selection's (e.g. each architecture's learning rates) resolved to its best candidate
+        self.roles, self.selection = pick(roles_for(config, setting, self.specs), self)
+
+    def train_value(self, base: str, key: str):
+        """A run's resolved `train.{key}` (e.g. its learning rate); None for a run not in the config."""
+        return self.train[base][key] if base in self.train else None
 
     def has(self, base: str) -> bool:
         return base in self.groups

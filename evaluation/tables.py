@@ -155,3 +155,14 @@ def claim_columns() -> list[Column]:
             col("alpha", "α"), col("paper"), col("sd", "per-seed sd"), col("sd_from", "sd from"),
             col("detectable_effect", "detectable effect (80%)"), col("detectable_at", "at seeds"),
             col("seeds_needed", "seeds for observed effect"), col("notes")]
+
+
+def selection_columns(modalities) -> list[Column]:
+    return [col("selection"), col("run"), col("lr"), col("seeds"),
+            *[col(f"loss_{m}", f"{m} loss (seed mean)") for m in modalities],
+            col("score", "score (sum, seed mean)"), col("picked")]
+
+
+def gap_columns(roles) -> list[Column]:
+    return [col("loss"), col("step"), col("seeds"),
+            interval_col("delta", f"{roles.headline} − {roles.baseline} [95% CI]")]

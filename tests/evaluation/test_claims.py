@@ -45,7 +45,7 @@ def test_a_claim_about_a_run_that_does_not_exist_is_an_error(tmp_path):
                          "seeds": 3}]
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="c.yaml: claims\\[0\\].run: 'nope' is not a run of settings.chameleon"):
+    with pytest.raises(ConfigError, match="c.yaml: claims\\[0\\].run: 'nope' is not a run or selection of settings.chameleon"):
         load_config([path])  # before any job runs
     config["claims"][0].pop("less_than")
     path.write_text(yaml.safe_dump(config))

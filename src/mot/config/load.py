@@ -1,6 +1,6 @@
 """Loading a study: read and merge the config files, validate them against the schema (filling its defaults),
-then against the rules the schema cannot express and what each setting declares (mot.config.checks), and the
-declared claims against the runs they compare (evaluation.claims)."""
+then against the rules the schema cannot express and what each setting declares (mot.config.checks), the run roles'
+selections and the declared claims against the runs they name (evaluation.roles, evaluation.claims)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from evaluation.claims import claim_problems
+from evaluation.roles import role_problems
 from mot.config.checks import missing_paths, semantic_problems
 from mot.config.files import ConfigError, check_schema, config_sources, located, merge_files
 
@@ -20,7 +21,7 @@ def validate(config: dict, files: list[Path], check_paths: bool = True) -> dict:
     check_schema(config, sources)
     for path, what in semantic_problems(config):
         raise ConfigError(located(path, what, sources))
-    for path, what in claim_problems(config):  # the claims are evaluated by the report; checked here, before any job
+    for path, what in [*role_problems(config), *claim_problems(config)]:  # used by the report; checked before any job
         raise ConfigError(located(path, what, sources))
     if check_paths:
         for line in missing_paths(config, files):

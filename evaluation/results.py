@@ -79,8 +79,8 @@ class SettingResults:
             if spec.name in self.curves:
                 self.groups[spec.base_name].append(spec.name)
         self.seed_of = {spec.name: spec.seed for spec in self.specs}
-        self.eval_samples = {spec.base_name: spec.train["eval_samples"] for spec in self.specs}
         self.train = {spec.base_name: spec.train for spec in self.specs}
+        self.eval_samples = {base: train["eval_samples"] for base, train in self.train.items()}
         # the roles, a selection's (e.g. each architecture's learning rates) resolved to its best candidate
         self.roles, self.selection = pick(roles_for(config, setting, self.specs), self)
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-SELECT_ON = ("whole_split", "curve")
-
 
 @dataclass(frozen=True)
 class Roles:

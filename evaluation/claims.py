@@ -195,9 +195,12 @@ def evaluate_claims(results, looks: list[dict]) -> list[dict]:
         if row["verdict"] in ("inconclusive", "exploratory") and row["detectable_effect"] != "":
             bound = claim.threshold - row["detectable_effect"] if claim.direction == "less" else \
                 claim.threshold + row["detectable_effect"]
-            row["notes"] = "; ".join(filter(None, [
-                f"{row['detectable_at']} seeds detect a true {claim.metric} {'<' if claim.direction == 'less' else '>'} "
-                f"{bound:.4g} with {POWER:.0%} power", row["notes"]]))
+            detects = (f"{row['detectable_at']} seeds detect a true {claim.metric} "
+                       f"{'<' if claim.direction == 'less' else '>'} {bound:.4g} with {POWER:.0%} power")
+            if claim.metric != "delta" and bound <= 0:  # a fraction is never <= 0: no effect is detectable
+                detects = (f"{row['detectable_at']} seeds detect no true {claim.metric} with {POWER:.0%} power (the "
+                           f"detectable effect, {row['detectable_effect']:.4g}, is beyond any fraction)")
+            row["notes"] = "; ".join(filter(None, [detects, row["notes"]]))
     return rows
 
 

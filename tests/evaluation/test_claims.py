@@ -108,3 +108,19 @@ def test_no_true_effect_is_supported_at_most_alpha_of_the_time(metric, threshold
         supported += verdict_of(c, values, with_power=False)["verdict"] == "supported"
     # α = 0.05, plus three Monte Carlo standard errors of a rate of 0.05 over 2000 draws
     assert supported / draws <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / draws)
+
+
+def test_a_fraction_no_seed_count_can_detect_is_said_so_not_printed_as_a_negative_fraction(tmp_path):
+    from tests.evaluation.test_report import make_study
+    from evaluation.claims import evaluate_claims
+    from evaluation.results import SettingResults
+    runs = {"dense": {"untie": []}, "mot": {"untie": ["attn", "ffn", "norm"]}}
+    finals = {"dense": {"text": [1.0], "image": [0.8]}, "mot": {"text": [0.9], "image": [0.79]}}
+    curves = {"dense": {"text": [5, 2.0, 1.5, 1.2], "image": [5, 1.8, 1.1, 0.9]},
+              "mot": {"text": [5, 1.8, 1.3, 1.0], "image": [5, 1.7, 1.0, 0.85]}}
+    claims = [{"setting": "chameleon", "loss": "image", "metric": "steps_frac", "less_than": 1.0, "seeds": 1,
+               "planning_sd": 0.3}]  # one claim at α = 0.05: 2 seeds detect an effect of ~1.7
+    config, _ = make_study(tmp_path, "chameleon", ["text", "image"], runs, finals, curves, claims=claims)
+    row = evaluate_claims(SettingResults(config, "chameleon"), [])[0]
+    assert row["verdict"] == "exploratory" and row["detectable_effect"] > 1
+    assert "2 seeds detect no true steps_frac with 80% power" in row["notes"] and "< -" not in row["notes"]

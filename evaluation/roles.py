@@ -61,7 +61,8 @@ def role_problems(config: dict):
 
 def selection_score(results, run: str, select_on: str) -> tuple[float, dict[str, float]] | None:
     """(the seed-mean of the final loss summed over the setting's modalities, each modality's seed mean) of one
-    candidate, or None without a result. The sum weighs each modality's loss equally, as the training loss does."""
+    candidate, or None without a result. The sum weighs each modality's loss equally (the training loss weighs
+    them by their target tokens instead)."""
     by_seed = results.whole_split_by_seed if select_on == "whole_split" else results.final_by_seed
     per_loss = {m: by_seed(run, m) for m in results.modalities}
     seeds = set.intersection(*(set(v) for v in per_loss.values())) if per_loss else set()

@@ -164,9 +164,30 @@ def plot_gap(results, rows: list[dict], figures: Path) -> list[Path]:
             ax.fill_between(steps, [r["ci_low"] for r in own], [r["ci_high"] for r in own], color=f"C{j}", alpha=0.2,
                             lw=0)
     ax.axhline(0, color="black", lw=1)
-    ax.set(xlabel="training steps", ylabel=f"val loss: {results.roles.headline} − {results.roles.baseline}",
+    zoom = _steady_limits(rows)
+    xlabel = "training steps"
+    if zoom is not None:  # warm-up differences (e.g. of two learning rates) would squash the rest of the curve
+        ax.set_ylim(*zoom)
+        xlabel += f" (y axis fitted to steps >= {STEADY_FROM:.0%} of training; earlier points may lie off it)"
+    ax.set(xlabel=xlabel, ylabel=f"val loss: {results.roles.headline} − {results.roles.baseline}",
            title=f"{results.setting}: gap along training (paired by seed, 95% CI)")
     return [_save(fig, ax, figures / "gap_vs_step.png")]
+
+
+STEADY_FROM = 0.2  # the gap figure's y axis is fitted to the points from this fraction of training on
+
+
+def _steady_limits(rows: list[dict]) -> tuple[float, float] | None:
+    """Y limits holding every gap point and interval from STEADY_FROM of training on (and 0), padded by 10%;
+    None when the earlier points lie inside them anyway."""
+    last = max(r["step"] for r in rows)
+    values = [[r["delta"]] + ([r["ci_low"], r["ci_high"]] if r["ci_low"] != "" else []) for r in rows]
+    late = [v for r, vs in zip(rows, values) for v in vs if r["step"] >= STEADY_FROM * last] + [0.0]
+    lo, hi = min(late), max(late)
+    pad = 0.1 * (hi - lo or 1.0)
+    lo, hi = lo - pad, hi + pad
+    every = [v for vs in values for v in vs]
+    return None if lo <= min(every) and max(every) <= hi else (lo, hi)
 
 
 def plot_selection(rows: list[dict], setting: str, figures: Path) -> list[Path]:

@@ -93,6 +93,17 @@ def test_the_gap_along_training_is_the_mean_same_seed_difference_with_its_t_inte
     assert rows[2]["ci_low"] == pytest.approx(rows[2]["delta"])  # no seed spread there: a zero-width interval
 
 
+def test_the_gap_figure_fits_its_y_axis_to_the_curve_after_warm_up():
+    from evaluation.plots import _steady_limits
+    row = lambda step, d, lo, hi: {"step": step, "delta": d, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    rows = [row(0, 0.0, -0.1, 0.1), row(30, 0.6, 0.5, 0.7), row(300, -0.02, -0.04, 0.0), row(600, -0.01, -0.03, 0.01)]
+    lo, hi = _steady_limits(rows)  # the warm-up spike (step 30 < 20% of 600) is left off the axis
+    assert (lo, hi) == pytest.approx((-0.04 - 0.005, 0.01 + 0.005))
+    rows[1] = row(30, 0.005, 0.0, 0.01)  # nothing off the steady part's limits: matplotlib's own limits stay
+    rows[0] = row(0, 0.0, -0.01, 0.01)
+    assert _steady_limits(rows) is None
+
+
 def test_compare_headline_keeps_each_studys_picks_only(sweep, capsys):
     config, _ = sweep
     report(config, "chameleon")
@@ -125,7 +136,7 @@ def test_the_lr_sweeps_select_every_candidate_and_declare_their_claims_on_the_se
         chameleon = config["settings"]["chameleon"]
         assert sorted(sum(chameleon["roles"]["select"].values(), [])) == sorted(chameleon["runs"])
         lrs = {name: chameleon["runs"][name]["train"]["lr"] for name in chameleon["runs"]}
-        assert sorted(set(lrs.values())) == [5e-4, 1e-3, 2e-3, 4e-3]
+        assert sorted(set(lrs.values())) == [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]  # 8e-3: dense only (grid edge)
         assert config["eval"]["split"] == "test"  # picked on test, judged on the val curve
         assert {(c.get("run", "mot"), c.get("vs", "dense")) for c in config["claims"]} == {("mot", "dense")}
         assert all(c["seeds"] <= len(config["seeds"]) for c in config["claims"])

@@ -161,7 +161,8 @@ def merge_rows(results) -> list[dict]:
 def final_metric_rows(results) -> tuple[list[dict], list[str]]:
     """Descriptive: per run, each loss at the curve's last point and on the whole split, and every other
     metric of eval/metrics.json, as mean ± std over seeds (no tests: those are in the comparison tables)."""
-    loss_keys = {f"val/loss_{m}" for m in results.losses}
+    whole = {m: f"{results.whole_split(m)}/loss_{m}" for m in results.losses}
+    loss_keys = set(whole.values())
     others = sorted({k for m in results.metrics.values() for k in m
                      if "/" in k and not k.startswith("over") and k not in loss_keys})
     rows = []
@@ -169,11 +170,11 @@ def final_metric_rows(results) -> tuple[list[dict], list[str]]:
         row = {"run": base, "arch": results.arch[base], "seeds": len(names)}
         for m in results.losses:
             row[f"curve/loss_{m}"] = seed_stat(results.final_by_seed(base, m).values()) or ""
-            row[f"val/loss_{m}"] = seed_stat(results.whole_split_by_seed(base, m).values()) or ""
+            row[whole[m]] = seed_stat(results.whole_split_by_seed(base, m).values()) or ""
         for key in others:
             row[key] = seed_stat(results.metric_values(base, key)) or ""
         rows.append(row)
-    columns = [k for m in results.losses for k in (f"curve/loss_{m}", f"val/loss_{m}")] + others
+    columns = [k for m in results.losses for k in (f"curve/loss_{m}", whole[m])] + others
     return rows, columns
 
 

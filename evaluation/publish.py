@@ -136,7 +136,8 @@ def write_markdown(out: Path, results, md: dict[str, str], claims: list[dict], c
                   "of dense's steps mot needs to reach dense's final loss (every seed counted) and the paired "
                   "difference of the final losses.", "", md["sizes"]]
     lines += ["## Final metrics (mean ± std over seeds, descriptive)", "",
-              "`curve/loss_*` = the curve's last point (the verdict's); `val/loss_*` = the whole split.", "",
+              "`curve/loss_*` = the curve's last point (the verdict's); `{split}/loss_*` = the whole split it names "
+              f"(eval.split: {results.config['eval']['split']}; text_only, where there, has a val split only).", "",
               md["final"], "## Parameters and FLOPs vs the paper's formulas", "", md["accounting"]]
     if results.missing:
         lines += ["## Missing runs", "", "No evaluation (failed or not run): " + ", ".join(results.missing), ""]

@@ -102,10 +102,21 @@ class SettingResults:
         return {self.seed_of[n]: float(self.curves[n][loss]["loss"][-1]) for n in self.groups.get(base, [])}
 
     def whole_split_by_seed(self, base: str, loss: str) -> dict[int, float]:
-        """The final loss on the whole val split (eval/metrics.json), per seed where evaluated."""
-        key = f"val/loss_{loss}"
+        """The final loss on the whole eval split (eval/metrics.json), per seed where evaluated."""
+        key = f"{self.whole_split(loss)}/loss_{loss}"
         return {self.seed_of[n]: float(self.metrics[n][key]) for n in self.groups.get(base, [])
                 if self.metrics[n].get(key) is not None}
+
+    def whole_split(self, loss: str) -> str:
+        """The split every run's whole-split final loss was measured on (metrics.json's `loss_splits`; a file
+        written before it holds val, then the only one). Runs evaluated on different splits stop the report."""
+        splits = {n: m.get("loss_splits", {}).get(loss, "val") for n, m in self.metrics.items()
+                  if any(key.endswith(f"/loss_{loss}") for key in m)}
+        if len(set(splits.values())) > 1:
+            raise ValueError(f"{self.paths.root / self.setting}/*/eval/metrics.json loss_splits.{loss}: runs were "
+                             f"evaluated on different splits ({', '.join(f'{n}: {s}' for n, s in sorted(splits.items()))}); "
+                             "expected one: re-run their evaluate stage (snakemake --forcerun evaluate)")
+        return next(iter(splits.values()), self.config["eval"]["split"])
 
     def metric_values(self, base: str, key: str) -> list[float]:
         return [self.metrics[n][key] for n in self.groups.get(base, []) if self.metrics[n].get(key) is not None]

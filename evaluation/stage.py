@@ -1,4 +1,4 @@
-"""The evaluate stage of one trained run. At the final step: per-modality validation loss,
+"""The evaluate stage of one trained run. At the final step: per-modality loss on the whole eval split,
 captioning (CIDEr, BLEU-4, ROUGE-L, METEOR; constant-caption baseline) and text-to-image
 generation (FID, CLIP score; shuffled-prompt baseline). CIDEr, FID and CLIP score are also
 measured at the snapshots kept during training (`eval.over_training`), logged with their
@@ -107,19 +107,30 @@ def evaluate(config: dict, run: RunSpec) -> dict:
     def score(batches, modalities):
         return evaluator.objective.validation_loss(evaluator.model, batches, evaluator.device, modalities, autocast)
 
-    batch_size = evaluator.eval_cfg["batch_size"]
-    losses = score(evaluator.objective.sequences("val", evaluator.model).eval_batches(batch_size), run.modalities)
-    losses.update(evaluator.objective.extra_validation(evaluator.model, batch_size, score))  # e.g. text_only
-    metrics = {f"val/loss_{name}": v for name, v in losses.items()}
+    metrics, loss_splits = final_losses(evaluator, score)
     metrics.update(evaluator.at_step(evaluator.final_step, final=True))
     constant = json.loads(paths.fit_summary.read_text())["most_frequent_caption"]
     metrics["eval/cider_constant"] = constant_caption_cider(evaluator.out_dir, constant)
     metrics["eval/caption_images"] = float(min(evaluator.eval_cfg["caption_images"], evaluator.n_samples))
     paths.eval_metrics(run.setting, run.name).write_text(json.dumps(
-        {"step": evaluator.final_step, **metrics, "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
+        {"step": evaluator.final_step, **metrics, "loss_splits": loss_splits,
+         "over_training": {str(k): v for k, v in curve.items()}}, indent=2))
     logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("eval/")}, evaluator.final_step)
     logger.log_artifacts(evaluator.out_dir, "eval")
     return metrics
+
+
+def final_losses(evaluator: Evaluator, score) -> tuple[dict[str, float], dict[str, str]]:
+    """The final model's loss per modality on the whole `eval.split` (`{split}/loss_{m}`: with `eval.split: test`
+    none of it is a sample of the validation curve), and the setting's extra losses (e.g. text_only, whose data has
+    a val split only) as `val/loss_{name}`; with the split of each, written to metrics.json as `loss_splits`."""
+    split, batch_size = evaluator.eval_cfg["split"], evaluator.eval_cfg["batch_size"]
+    losses = score(evaluator.objective.sequences(split, evaluator.model).eval_batches(batch_size),
+                   evaluator.run.modalities)
+    extra = evaluator.objective.extra_validation(evaluator.model, batch_size, score)
+    loss_splits = {**{name: split for name in losses}, **{name: "val" for name in extra}}
+    values = {**losses, **extra}
+    return {f"{loss_splits[name]}/loss_{name}": values[name] for name in loss_splits}, loss_splits
 
 
 def constant_caption_cider(out_dir: Path, constant: str) -> float:

@@ -79,6 +79,26 @@ def test_select_on_whole_split_picks_on_eval_metrics_and_curve_on_the_curve(swee
     assert SettingResults(config, "chameleon").roles.baseline == "dense-lr2e-3"
 
 
+def test_whole_split_losses_come_from_the_split_each_run_was_evaluated_on(sweep):
+    config, paths = sweep
+    for seed in SEEDS:  # evaluated on test (eval.split: test): dense-lr1e-3 is the best there
+        path = paths.eval_dir("chameleon", f"dense-lr1e-3-s{seed}") / "metrics.json"
+        path.write_text(json.dumps({"step": 400, "test/loss_text": 0.5, "test/loss_image": 0.5,
+                                    "loss_splits": {"text": "test", "image": "test"}}))
+    with pytest.raises(ValueError, match=r"loss_splits\.text: runs were evaluated on different splits \(.*"
+                                         r"dense-lr1e-3-s0: test.*dense-lr2e-3-s0: val"):
+        SettingResults(config, "chameleon")  # the other runs' files are val's: no pick across two splits
+    for name in FINAL:
+        for seed in SEEDS:
+            path = paths.eval_dir("chameleon", f"{name}-s{seed}") / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics = {k.replace("val/", "test/"): v for k, v in metrics.items()}
+            path.write_text(json.dumps({**metrics, "loss_splits": {"text": "test", "image": "test"}}))
+    results = SettingResults(config, "chameleon")
+    assert results.whole_split("text") == "test" and results.roles.baseline == "dense-lr1e-3"
+    assert results.whole_split_by_seed("dense-lr1e-3", "image") == {0: 0.5, 1: 0.5, 2: 0.5}
+
+
 def test_the_gap_along_training_is_the_mean_same_seed_difference_with_its_t_interval(sweep):
     config, _ = sweep
     results = SettingResults(config, "chameleon")

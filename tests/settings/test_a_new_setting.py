@@ -24,6 +24,7 @@ def toy_config(results_dir: Path) -> dict:
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     config.update(study="toy", results_dir=str(results_dir))
     config["eval"]["over_training"] = {"steps": [], "runs": []}
+    config["eval"]["split"] = "test"  # the final losses, captions and images on the held-out test split
     config["settings"] = {"toy_captioning": {"module": TOY_MODULE, "modalities": ["text", "image"],
                                              "runs": {"dense": {"arch": "dense", "untie": []},
                                                       "mot": {"arch": "mot", "untie": ["attn", "ffn", "norm"]}}}}
@@ -62,11 +63,37 @@ def test_the_new_setting_trains_evaluates_and_reports_through_the_real_dag(toy_s
     for run in ("dense", "mot"):
         metrics = json.loads((root / "toy_captioning" / run / "eval" / "metrics.json").read_text())
         assert metrics["step"] == 30
-        for key in ("val/loss_text", "val/loss_image", "eval/cider", "eval/fid", "eval/clip_score"):
+        for key in ("test/loss_text", "test/loss_image", "eval/cider", "eval/fid", "eval/clip_score"):
             assert metrics[key] == metrics[key] and metrics[key] >= 0, (run, key)  # a number, not NaN
+        assert metrics["loss_splits"] == {"text": "test", "image": "test"}
+        assert "val/loss_text" not in metrics  # eval.split: test measures no val loss to be mistaken for one
     assert json.loads((root / "references" / "toy_captioning" / "fid_random.json").read_text())["fid_random"] > 0
     report = (root / "toy_captioning" / "report" / "report.md").read_text()
     assert "mot" in report and "exploratory" in report  # its declared one-seed claim is evaluated and labelled
+
+
+@pytest.mark.slow
+def test_the_final_losses_are_the_trained_models_losses_on_the_whole_test_split(toy_study):
+    """eval/metrics.json's test/loss_* are the final checkpoint's losses over every test sample (recomputed here),
+    not the val split's (which the validation curve, and so the verdicts, sample from)."""
+    import torch
+
+    from mot.paths import StudyPaths
+
+    path, result = toy_study
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = load_config([path])
+    objective, run = objective_for(config, "toy_captioning"), run_specs(config)[1]
+    model = objective.build_model(run).eval()
+    paths = StudyPaths.from_config(config)
+    model.load_state_dict(torch.load(paths.final_checkpoint(run.setting, run.name), weights_only=False)["model"])
+    def loss_on(split):  # noqa: E306
+        return objective.validation_loss(model, objective.sequences(split, model).eval_batches(7), "cpu", run.modalities)
+    metrics = json.loads((paths.eval_dir(run.setting, run.name) / "metrics.json").read_text())
+    test, val = loss_on("test"), loss_on("val")
+    for m in ("text", "image"):
+        assert metrics[f"test/loss_{m}"] == pytest.approx(test[m], rel=1e-5)
+        assert abs(test[m] - val[m]) > 1e-4  # the two splits' losses differ: the check can tell them apart
 
 
 @pytest.mark.slow

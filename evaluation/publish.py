@@ -32,6 +32,19 @@ def claims_lines(claims: list[dict], claims_md: str) -> list[str]:
     return lines + ["", claims_md]
 
 
+def holm_verdict(r: dict, interval: str, headline: str, family_size: int) -> str:
+    """The headline's verdict on one comparison row: beyond seed noise on the Holm-adjusted p; else not detected,
+    said apart where the raw interval already excludes 0 (then it is the family's correction that does not reject)."""
+    if r["p_holm"] < ALPHA:
+        return "**beyond seed noise**"
+    if r["ci_low"] <= 0 <= r["ci_high"]:
+        return (f"**not detected** (within seed noise: the interval {interval} holds gains and losses of "
+                f"that size alike, so this is no evidence of no gain)")
+    side = "worse" if r["ci_low"] > 0 else "better"
+    return (f"**not detected after Holm** (the raw 95% interval {interval} lies where {headline} is {side}, but "
+            f"the test does not reject over the family's {family_size} tests)")
+
+
 def headline_lines(comparisons: list[dict], speedup: list[dict], roles, losses, family_size: int) -> list[str]:
     """The headline in words: the headline run against the baseline, per loss, on the Holm-adjusted p."""
     rows = {r["loss"]: r for r in comparisons if r["run"] == roles.headline and r["reference"] == roles.baseline}
@@ -51,11 +64,7 @@ def headline_lines(comparisons: list[dict], speedup: list[dict], roles, losses, 
             rho = "" if r["rho"] == "" else f", ρ = {r['rho']:.2f}"
             text = (f"Δ = {r['delta']:+.4f} {interval} ({r['method']}, {seeds_text(r['n'])}{rho}), p = {PValue(r['p'])}, "
                     f"Holm p = {PValue(r['p_holm'])} over the {family_size} tests of the comparisons table → ")
-            if r["p_holm"] < ALPHA:
-                text += "**beyond seed noise**"
-            else:
-                text += (f"**not detected** (within seed noise: the interval {interval} holds gains and losses of "
-                         f"that size alike, so this is no evidence of no gain)")
+            text += holm_verdict(r, interval, roles.headline, family_size)
         f = fractions.get(m)
         if f and f["steps_frac"] != "":
             frac = "∞" if math.isinf(f["steps_frac"]) else f"{f['steps_frac']:.3f}"

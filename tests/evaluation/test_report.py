@@ -411,3 +411,13 @@ def test_roles_not_names_decide_the_comparisons_and_claims_open_the_report(tmp_p
     assert "**inconclusive**: untied vs base, image, Δ final loss < 0" in claims_part
     assert "## Headline: untied vs base" in text and "Earlier reports of this study saw other seed counts" in text
     assert (out / "figures" / "val_loss_text_vs_step.png").exists()
+
+
+def test_the_headline_says_apart_a_one_sided_raw_interval_that_holm_does_not_carry():
+    from evaluation.publish import holm_verdict
+    row = {"p_holm": 0.64, "ci_low": 0.0009, "ci_high": 0.0116}  # tiny_lr's image: raw p 0.038, Holm over 30
+    text = holm_verdict(row, "[+0.0009, +0.0116]", "mot", 30)
+    assert "not detected after Holm" in text and "mot is worse" in text and "no evidence of no gain" not in text
+    assert "mot is better" in holm_verdict({**row, "ci_low": -0.02, "ci_high": -0.001}, "[]", "mot", 30)
+    assert "no evidence of no gain" in holm_verdict({**row, "ci_low": -0.01}, "[]", "mot", 30)
+    assert holm_verdict({**row, "p_holm": 0.01}, "[]", "mot", 30) == "**beyond seed noise**"

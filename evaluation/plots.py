@@ -168,7 +168,7 @@ def plot_gap(results, rows: list[dict], figures: Path) -> list[Path]:
     xlabel = "training steps"
     if zoom is not None:  # warm-up differences (e.g. of two learning rates) would squash the rest of the curve
         ax.set_ylim(*zoom)
-        xlabel += f" (y axis fitted to steps >= {STEADY_FROM:.0%} of training; earlier points may lie off it)"
+        xlabel += f" (y axis fitted to steps ≥ {STEADY_FROM:.0%} of training)"
     ax.set(xlabel=xlabel, ylabel=f"val loss: {results.roles.headline} − {results.roles.baseline}",
            title=f"{results.setting}: gap along training (paired by seed, 95% CI)")
     return [_save(fig, ax, figures / "gap_vs_step.png")]

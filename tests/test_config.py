@@ -322,3 +322,17 @@ def test_tiny_mixture_is_the_default_chameleon_study_at_three_text_image_ratios_
         assert sorted(s.name for s in run_specs(study)) == [f"{r}-s{i}" for r in ("dense", "mot") for i in range(3)]
     weights = [s["settings"]["chameleon"]["sequences"]["mixture"]["text_only"] for s in studies]
     assert weights[0] == 0 and 0 < weights[1] < weights[2] < 1
+
+
+def test_tiny_long_is_the_lr_sweeps_study_four_times_longer_at_each_architectures_pick():
+    experiments = REPO / "configs" / "experiments"
+    sweep, long = (load_config([experiments / name]) for name in ("tiny_lr.yaml", "tiny_long.yaml"))
+    for section in ("data", "tokenizers", "sequences", "model"):
+        assert long[section] == sweep[section], section
+    assert long["train"]["steps"] == 4 * sweep["train"]["steps"]
+    assert long["train"]["warmup_steps"] == 4 * sweep["train"]["warmup_steps"]
+    assert long["train"]["checkpoint_every"] == 4 * sweep["train"]["checkpoint_every"]
+    runs = long["settings"]["chameleon"]["runs"]
+    assert runs["dense"]["train"]["lr"] == sweep["settings"]["chameleon"]["runs"]["dense-lr4e-3"]["train"]["lr"]
+    assert runs["mot"]["train"]["lr"] == sweep["settings"]["chameleon"]["runs"]["mot-lr2e-3"]["train"]["lr"]
+    assert [c["seeds"] for c in long["claims"]] == [5, 5] == [len(long["seeds"])] * 2

@@ -161,7 +161,7 @@ def merge_rows(results) -> list[dict]:
 def final_metric_rows(results) -> tuple[list[dict], list[str]]:
     """Descriptive: per run, each loss at the curve's last point and on the whole split, and every other
     metric of eval/metrics.json, as mean ± std over seeds (no tests: those are in the comparison tables)."""
-    whole = {m: f"{results.whole_split(m)}/loss_{m}" for m in results.losses}
+    whole = {m: f"{results.whole_splits[m]}/loss_{m}" for m in results.losses}
     loss_keys = set(whole.values())
     others = sorted({k for m in results.metrics.values() for k in m
                      if "/" in k and not k.startswith("over") and k not in loss_keys})

@@ -70,6 +70,7 @@ class SettingResults:
                 continue
             self.curves[spec.name] = curves
             self.metrics[spec.name] = json.loads(metrics_file.read_text())
+        self.whole_splits = {loss: self._whole_split(loss) for loss in self.losses}
         self.groups: dict[str, list[str]] = defaultdict(list)
         self.arch, self.shared = {}, {}
         for spec in self.specs:
@@ -103,19 +104,20 @@ class SettingResults:
 
     def whole_split_by_seed(self, base: str, loss: str) -> dict[int, float]:
         """The final loss on the whole eval split (eval/metrics.json), per seed where evaluated."""
-        key = f"{self.whole_split(loss)}/loss_{loss}"
+        key = f"{self.whole_splits[loss]}/loss_{loss}"
         return {self.seed_of[n]: float(self.metrics[n][key]) for n in self.groups.get(base, [])
                 if self.metrics[n].get(key) is not None}
 
-    def whole_split(self, loss: str) -> str:
+    def _whole_split(self, loss: str) -> str:
         """The split every run's whole-split final loss was measured on (metrics.json's `loss_splits`; a file
         written before it holds val, then the only one). Runs evaluated on different splits stop the report."""
         splits = {n: m.get("loss_splits", {}).get(loss, "val") for n, m in self.metrics.items()
                   if any(key.endswith(f"/loss_{loss}") for key in m)}
         if len(set(splits.values())) > 1:
+            listed = ", ".join(f"{n}: {split}" for n, split in sorted(splits.items()))
             raise ValueError(f"{self.paths.root / self.setting}/*/eval/metrics.json loss_splits.{loss}: runs were "
-                             f"evaluated on different splits ({', '.join(f'{n}: {s}' for n, s in sorted(splits.items()))}); "
-                             "expected one: re-run their evaluate stage (snakemake --forcerun evaluate)")
+                             f"evaluated on different splits ({listed}); expected one: re-run their evaluate stage "
+                             "(snakemake --forcerun evaluate)")
         return next(iter(splits.values()), self.config["eval"]["split"])
 
     def metric_values(self, base: str, key: str) -> list[float]:

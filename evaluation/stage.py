@@ -128,9 +128,9 @@ def final_losses(evaluator: Evaluator, score) -> tuple[dict[str, float], dict[st
     losses = score(evaluator.objective.sequences(split, evaluator.model).eval_batches(batch_size),
                    evaluator.run.modalities)
     extra = evaluator.objective.extra_validation(evaluator.model, batch_size, score)
-    loss_splits = {**{name: split for name in losses}, **{name: "val" for name in extra}}
-    values = {**losses, **extra}
-    return {f"{loss_splits[name]}/loss_{name}": values[name] for name in loss_splits}, loss_splits
+    metrics = {f"{split}/loss_{name}": v for name, v in losses.items()} | {
+        f"val/loss_{name}": v for name, v in extra.items()}
+    return metrics, {name: split for name in losses} | {name: "val" for name in extra}
 
 
 def constant_caption_cider(out_dir: Path, constant: str) -> float:

@@ -95,7 +95,7 @@ def test_whole_split_losses_come_from_the_split_each_run_was_evaluated_on(sweep)
             metrics = {k.replace("val/", "test/"): v for k, v in metrics.items()}
             path.write_text(json.dumps({**metrics, "loss_splits": {"text": "test", "image": "test"}}))
     results = SettingResults(config, "chameleon")
-    assert results.whole_split("text") == "test" and results.roles.baseline == "dense-lr1e-3"
+    assert results.whole_splits["text"] == "test" and results.roles.baseline == "dense-lr1e-3"
     assert results.whole_split_by_seed("dense-lr1e-3", "image") == {0: 0.5, 1: 0.5, 2: 0.5}
 
 

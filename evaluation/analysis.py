@@ -9,7 +9,10 @@ they read. Every comparison is of two runs named by their roles (results.roles),
   wall-clock to reach its final loss, every seed counted (beyond the end by relative speed, see
   evaluation.speedup), mean with a 95% t-interval, the t-test of "fraction = 1";
 - merges: the leave-one-modality-out runs beside the headline run and the baseline;
-- gap (descriptive): the headline run minus the baseline along training, paired by seed, with 95% intervals.
+- gap (descriptive): the headline run minus the baseline along training, paired by seed, with 95% intervals;
+- prompt following: per run that generates images, its samples' CLIP score with their own prompts minus with
+  another sample's prompt (the same images), per seed: mean, 95% interval, one-sided t-test of "no more than
+  shuffled".
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def comparison_rows(results) -> list[dict]:
             if reference == base or not results.has(reference) or frozenset((base, reference)) in pairs:
                 continue
             pairs.add(frozenset((base, reference)))
-            for loss in results.losses:
+            for loss in [m for m in results.losses if results.comparable(base, reference, m)]:
                 diff = compare(results.final_by_seed(base, loss), results.final_by_seed(reference, loss))
                 whole = compare(results.whole_split_by_seed(base, loss), results.whole_split_by_seed(reference, loss))
                 rows.append({"run": base, "arch": results.arch[base], "reference": reference, "loss": loss,
@@ -116,7 +119,7 @@ def speedup_rows(results) -> list[dict]:
     for base, names in results.groups.items():
         if base == baseline:
             continue
-        for loss in results.losses:
+        for loss in [m for m in results.losses if results.comparable(base, baseline, m)]:
             paired = paired_fractions(results, base, baseline, loss)
             baseline_mean = mean_curve([results.curves[n][loss] for n in results.groups[baseline]])
             vs_mean = [speedup_fractions(baseline_mean, results.curves[n][loss], results.smoothing) for n in names]
@@ -150,7 +153,8 @@ def merge_rows(results) -> list[dict]:
             row = {"modality": m, "run": base, "parameter_sets": results.shared[base], "seeds": len(own),
                    "val_loss": seed_stat(own.values()) or ""}
             for prefix, reference in (("vs_headline_", headline), ("vs_baseline_", baseline)):
-                diff = None if base == reference else compare(own, results.final_by_seed(reference, m))
+                diff = (None if base == reference or not results.comparable(base, reference, m)
+                        else compare(own, results.final_by_seed(reference, m)))
                 row.update(difference_cells(diff, prefix))
                 row[f"{prefix}se"] = "" if diff is None or diff.se is None else diff.se
             rows.append(row)
@@ -187,7 +191,7 @@ def gap_rows(results) -> list[dict]:
     pairs = [(n, baseline_of[results.seed_of[n]]) for n in results.groups.get(headline, [])
              if results.seed_of[n] in baseline_of]
     rows = []
-    for loss in results.losses if pairs else []:
+    for loss in [m for m in results.losses if results.comparable(headline, baseline, m)] if pairs else []:
         curves = [(results.curves[h][loss], results.curves[b][loss]) for h, b in pairs]
         steps = sorted(set.intersection(*(set(c["step"].tolist()) for pair in curves for c in pair)))
         for step in steps:
@@ -196,4 +200,28 @@ def gap_rows(results) -> list[dict]:
             rows.append({"loss": loss, "step": int(step), "seeds": len(gaps), "delta": float(np.mean(gaps)),
                          "ci_low": "" if interval is None else interval.low,
                          "ci_high": "" if interval is None else interval.high})
+    return rows
+
+
+def prompt_rows(results) -> list[dict]:
+    """Does each run's generation follow its prompt? Per seed, the CLIP score of its images with their own
+    prompts minus with another image's prompt (eval/clip_score − eval/clip_score_shuffled: the same images, so
+    the difference is paired); mean, 95% t-interval, one-sided t-test of "gap <= 0", Holm over the table."""
+    keys = ("eval/clip_score", "eval/clip_score_shuffled")
+    rows = []
+    for base, names in results.groups.items():
+        scored = [results.metrics[n] for n in names if all(results.metrics[n].get(k) is not None for k in keys)]
+        if not scored:
+            continue
+        gaps = np.array([m[keys[0]] - m[keys[1]] for m in scored])
+        interval = t_interval(gaps.tolist())
+        p = (PValue(stats.ttest_1samp(gaps, 0.0, alternative="greater").pvalue)
+             if len(gaps) >= 2 and gaps.std(ddof=1) > 0 else "")
+        rows.append({"run": base, "arch": results.arch[base], "seeds": len(gaps),
+                     "clip_score": float(np.mean([m[keys[0]] for m in scored])),
+                     "clip_score_shuffled": float(np.mean([m[keys[1]] for m in scored])),
+                     "gap_seeds": ";".join(f"{g:.2f}" for g in gaps), "gap": float(gaps.mean()),
+                     "gap_ci_low": "" if interval is None else interval.low,
+                     "gap_ci_high": "" if interval is None else interval.high, "p": p})
+    add_holm(rows)
     return rows

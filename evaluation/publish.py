@@ -122,7 +122,10 @@ def write_markdown(out: Path, results, md: dict[str, str], claims: list[dict], c
                   f"seeds, is that role ({disjoint}): "
                   + ", ".join(f"`{name}` → `{run}`" for name, run in roles.picked.items()) + ". Every other "
                   "candidate stays in the tables below as an exploratory run.", "", md["selection"]]
+    incomparable = results.incomparable()
     lines += [f"## Comparisons: every run against {roles.headline} and {roles.baseline} (one family)", "",
+              *([f"Not compared (the two losses measure different quantities, e.g. another diffusion prediction "
+                 f"target): {'; '.join(incomparable)}.", ""] if incomparable else []),
               md["comparisons"],
               f"## Speed-up: fraction of {roles.baseline}'s training to reach {roles.baseline}'s final validation loss "
               "(one family)", "",
@@ -144,6 +147,12 @@ def write_markdown(out: Path, results, md: dict[str, str], claims: list[dict], c
                   "Each size's mot run against the dense run of the same model config, seed by seed: the fraction "
                   "of dense's steps mot needs to reach dense's final loss (every seed counted) and the paired "
                   "difference of the final losses.", "", md["sizes"]]
+    if md["prompts"].count("\n") > 2:
+        lines += ["## Prompt following: CLIP score with the own prompt vs another sample's (one family)", "",
+                  "Each seed's generated images scored with their own prompts and with the next image's prompt (the "
+                  "same images: a paired difference); a gap above 0 beyond its interval, after Holm, is a model that "
+                  "follows its prompts. The tiny CLIP's scale: real pairs vs shuffled captions in logs/fit_clip.log.",
+                  "", md["prompts"]]
     lines += ["## Final metrics (mean ± std over seeds, descriptive)", "",
               "`curve/loss_*` = the curve's last point (the verdict's); `{split}/loss_*` = the whole split it names "
               f"(eval.split: {results.config['eval']['split']}; text_only, where there, has a val split only).", "",

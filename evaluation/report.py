@@ -78,6 +78,7 @@ class SettingReport:
         final_rows, final_columns = analysis.final_metric_rows(results)
         sizes = size_sweep_rows(results)
         gap = analysis.gap_rows(results)
+        prompts = analysis.prompt_rows(results)
         accounting = accounting_rows(results)
 
         md = {
@@ -92,6 +93,7 @@ class SettingReport:
             "merges": tables.write_table(merges, out / "merges", tables.merge_columns(roles)),
             "sizes": tables.write_table(sizes, out / "size_sweep", tables.size_sweep_columns()),
             "gap": tables.write_table(gap, out / "gap", tables.gap_columns(roles)),
+            "prompts": tables.write_table(prompts, out / "prompt_following", tables.prompt_columns()),
             "selection": tables.write_table(results.selection, out / "selection",
                                             tables.selection_columns(results.modalities)),
         }

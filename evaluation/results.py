@@ -17,6 +17,8 @@ import numpy as np
 
 from evaluation.roles import pick, roles_for
 from mot.config import run_specs, uses_text_only
+from mot.config.grid import with_run_overrides
+from mot.settings.registry import objective_class
 from mot.paths import StudyPaths
 from mot.tracking import client_for
 
@@ -79,6 +81,10 @@ class SettingResults:
                                            else "+".join(spec.modalities))  # dense: one set for all
             if spec.name in self.curves:
                 self.groups[spec.base_name].append(spec.name)
+        objective = objective_class(config, setting)
+        # what each run's loss measures (e.g. Transfusion's image loss: the diffusion prediction target)
+        self.loss_definition = {spec.base_name: {loss: objective.loss_definition(with_run_overrides(config, spec), loss)
+                                                 for loss in self.losses} for spec in self.specs}
         self.seed_of = {spec.name: spec.seed for spec in self.specs}
         self.train = {spec.base_name: spec.train for spec in self.specs}
         self.eval_samples = {base: train["eval_samples"] for base, train in self.train.items()}
@@ -88,6 +94,17 @@ class SettingResults:
     def train_value(self, base: str, key: str):
         """A run's resolved `train.{key}` (e.g. its learning rate); None for a run not in the config."""
         return self.train[base][key] if base in self.train else None
+
+    def comparable(self, base: str, reference: str, loss: str) -> bool:
+        """Whether the two runs' `loss` measure the same quantity (not so for Transfusion image losses of
+        different diffusion.prediction targets, say)."""
+        return self.loss_definition[base][loss] == self.loss_definition[reference][loss]
+
+    def incomparable(self) -> list[str]:
+        """'run vs reference: loss' for each run whose loss measures another quantity than a reference's."""
+        references = [r for r in self.roles.references if self.has(r)]
+        return [f"{base} vs {reference}: {loss}" for base in self.groups for reference in references
+                for loss in self.losses if base != reference and not self.comparable(base, reference, loss)]
 
     def has(self, base: str) -> bool:
         return base in self.groups

@@ -38,7 +38,7 @@ class Evaluator:
         self.paths = paths = StudyPaths.from_config(config)
         torch.set_num_threads(run.train["threads"])
         self.device = pick_device(run.train["device"])
-        self.objective = objective_for(config, run.setting)
+        self.objective = objective_for(config, run.setting, run)
         final = torch.load(paths.final_checkpoint(run.setting, run.name), map_location=self.device, weights_only=False)
         self.final_step, self.final_state = final["step"], final["model"]
         self.model = self.objective.build_model(run).to(self.device).eval()

@@ -163,6 +163,14 @@ def selection_columns(modalities) -> list[Column]:
             col("score", "score (sum, seed mean)"), col("picked")]
 
 
+def prompt_columns() -> list[Column]:
+    return [col("run"), col("arch"), col("seeds"),
+            Column("clip_score", "CLIP score", lambda r: f"{r['clip_score']:.2f}"),
+            Column("clip_score_shuffled", "shuffled prompts", lambda r: f"{r['clip_score_shuffled']:.2f}"),
+            col("gap_seeds", "own − shuffled per seed"), interval_col("gap", "own − shuffled [95% CI]", 2),
+            p_col("p", "p (gap ≤ 0)"), p_col("p_holm", "Holm p"), col("differs_p", "follows its prompt (Holm)")]
+
+
 def gap_columns(roles) -> list[Column]:
     return [col("loss"), col("step"), col("seeds"),
             interval_col("delta", f"{roles.headline} − {roles.baseline} [95% CI]")]

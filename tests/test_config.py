@@ -339,3 +339,28 @@ def test_tiny_long_is_the_lr_sweeps_study_four_times_longer_at_each_architecture
     assert runs["dense"]["train"]["lr"] == sweep["settings"]["chameleon"]["runs"]["dense-lr4e-3"]["train"]["lr"]
     assert runs["mot"]["train"]["lr"] == sweep["settings"]["chameleon"]["runs"]["mot-lr2e-3"]["train"]["lr"]
     assert [c["seeds"] for c in long["claims"]] == [5, 5] == [len(long["seeds"])] * 2
+
+
+def test_a_transfusion_run_changes_its_own_diffusion_section_only(tmp_path):
+    from mot.settings import objective_for
+    default = load_config([REPO / "configs" / "smoke.yaml"])
+    fingerprints = {(s.setting, s.name): run_fingerprint(default, s) for s in run_specs(default)}
+    changed = base()
+    changed["settings"]["transfusion"]["runs"]["mot-v"] = {"arch": "mot", "untie": ["attn", "ffn", "norm"],
+                                                           "diffusion": {"prediction": "v_prediction", "loss_weight": 1.0}}
+    loaded = load_config([write(tmp_path, changed)])
+    after = {(s.setting, s.name): run_fingerprint(loaded, s) for s in run_specs(loaded)}
+    assert {k: v for k, v in after.items() if k != ("transfusion", "mot-v")} == fingerprints  # the others keep theirs
+    run = find_run(loaded, "transfusion", "mot-v")
+    assert after[("transfusion", "mot-v")] != fingerprints[("transfusion", "mot")]
+    own = objective_for(loaded, "transfusion", run).dcfg
+    assert (own["prediction"], own["loss_weight"]) == ("v_prediction", 1.0)
+    assert own["ddim_steps"] == loaded["diffusion"]["ddim_steps"]  # the rest is the study's section
+    study = objective_for(loaded, "transfusion", find_run(loaded, "transfusion", "mot")).dcfg
+    assert (study["prediction"], study["loss_weight"]) == ("epsilon", loaded["diffusion"]["loss_weight"])
+
+    changed["settings"]["chameleon"]["runs"]["dense"]["diffusion"] = {"loss_weight": 1.0}
+    path = write(tmp_path, changed)
+    with pytest.raises(ConfigError, match=rf"^{path}: settings\.chameleon\.runs\.dense\.diffusion: the chameleon "
+                                          r"setting reads no diffusion section .*expected no diffusion on its runs"):
+        load_config([path])

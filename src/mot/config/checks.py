@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mot.config.files import config_sources, located
-from mot.config.grid import resolve_section, run_seeds, seed_run_name, setting_sequences, uses_text_only
+from mot.config.grid import (OBJECTIVE_SECTIONS, resolve_section, run_seeds, seed_run_name, setting_sequences,
+                             uses_text_only)
 from mot.settings import registry  # a module reference: mot.settings imports mot.config too
 
 
@@ -80,6 +81,11 @@ def semantic_problems(config: dict):
             elif moe_modalities and "ffn" not in run_cfg.get("untie", []) and set(moe_modalities) != set(modalities):
                 yield at + ["moe", "modalities"], ("a shared FFN is an MoE for every modality: list all of "
                                                    f"{modalities} or add ffn to untie")
+            reads = registry.objective_class(config, setting).config_sections
+            for section in OBJECTIVE_SECTIONS:
+                if run_cfg.get(section) and section not in reads:
+                    yield at + [section], (f"the {setting} setting reads no {section} section (it reads: "
+                                           f"{', '.join(reads) or 'none'}); expected no {section} on its runs")
             yield from _parallel_problems(config, setting, run_name)
         names = {}
         for run_name in setting_cfg["runs"]:

@@ -66,7 +66,7 @@ def _without_defaults(schema: Any) -> Any:
 
 def _schema() -> dict:
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    for section in ("model", "train", "sequences"):
+    for section in ("model", "train", "sequences", "diffusion"):
         schema["$defs"][f"{section}_override"] = _without_defaults(schema["$defs"][section])
     return schema
 

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mot.config.files import ConfigError, deep_merge
 from mot.grouping import COMPONENTS
+
+
+# sections an objective reads (its `config_sections`) that a run may change for itself
+OBJECTIVE_SECTIONS = ("diffusion",)
 
 
 def resolve_section(config: dict, setting: str, run: str, section: str) -> dict:
@@ -38,14 +42,19 @@ class RunSpec:
     moe: dict | None
     model: dict
     train: dict
+    # the run's changes to sections its setting's objective reads (e.g. {"diffusion": {"prediction": ...}})
+    objective_overrides: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {
+        spec = {
             "study": self.study, "setting": self.setting, "run": self.name, "seed": self.seed,
             "arch": self.arch, "ablation": self.ablation, "modalities": list(self.modalities),
             "untie": list(self.untie), "groups": [list(g) for g in self.groups], "moe": self.moe,
             "model": self.model, "train": self.train,
         }
+        if self.objective_overrides:  # only when set: the runs without keep their fingerprints
+            spec["objective_overrides"] = self.objective_overrides
+        return spec
 
     def snapshot_steps(self, config: dict) -> list[int]:
         """Steps before the last at which the weights are kept for evaluation over training."""
@@ -106,8 +115,18 @@ def run_specs(config: dict, setting: str | None = None) -> list[RunSpec]:
                     groups=tuple(tuple(g) for g in groups), moe=moe,
                     model=resolve_section(config, setting_name, base_name, "model"),
                     train=resolve_section(config, setting_name, base_name, "train"),
+                    objective_overrides={section: copy.deepcopy(run_cfg[section]) for section in OBJECTIVE_SECTIONS
+                                         if run_cfg.get(section)},
                 ))
     return specs
+
+
+def with_run_overrides(config: dict, run: RunSpec) -> dict:
+    """The config as `run`'s objective reads it: the sections of OBJECTIVE_SECTIONS with the run's changes."""
+    if not run.objective_overrides:
+        return config
+    return {**config, **{section: deep_merge(config[section], change)
+                         for section, change in run.objective_overrides.items()}}
 
 
 def find_run(config: dict, setting: str, run: str) -> RunSpec:

@@ -49,6 +49,12 @@ class Objective:
     paper: dict[str, dict[str, float]] = {}
 
     @classmethod
+    def loss_definition(cls, config: dict, loss: str) -> tuple:
+        """The config values (of a run's config, `with_run_overrides`) that define what its validation loss of
+        `loss` measures: two runs' losses are compared only where these agree."""
+        return ()
+
+    @classmethod
     def external_paths(cls, config: dict) -> Iterator[tuple[list, str]]:
         """(key path, value) of the files its runs read from outside results/ (checked before any job)."""
         return iter(())

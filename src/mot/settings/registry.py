@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 
 from mot.config.files import ConfigError
+from mot.config.grid import with_run_overrides
 from mot.settings.base import Objective
 
 
@@ -66,5 +67,6 @@ def objective_class(config: dict, setting: str) -> type[Objective]:
         raise ConfigError(f"settings.{setting}.module: {err}") from None
 
 
-def objective_for(config: dict, setting: str) -> Objective:
-    return objective_class(config, setting)(config, setting)
+def objective_for(config: dict, setting: str, run=None) -> Objective:
+    """The setting's Objective; with a RunSpec, the sections it reads carry that run's changes (`diffusion:`)."""
+    return objective_class(config, setting)(config if run is None else with_run_overrides(config, run), setting)

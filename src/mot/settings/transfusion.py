@@ -172,6 +172,13 @@ class TransfusionObjective(Objective):
     config_sections = ("diffusion",)
     paper = {"image": {"steps_frac": 1 / 3, "flops_frac": 1 / 3}}  # 7B: dense image quality at 1/3
 
+    # the image loss is the squared error of the prediction target on a fixed grid of timesteps and patches
+    IMAGE_LOSS_KEYS = ("prediction", "schedule", "timesteps", "val_timesteps", "patch_size")
+
+    @classmethod
+    def loss_definition(cls, config: dict, loss: str) -> tuple:
+        return tuple(config["diffusion"][key] for key in cls.IMAGE_LOSS_KEYS) if loss == "image" else ()
+
     @classmethod
     def external_paths(cls, config: dict):
         if config["tokenizers"]["image_vae"]["pretrained"]:

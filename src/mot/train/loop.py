@@ -62,7 +62,7 @@ class Trainer:
         self.device = self.world.device(device)
         if not self.world.is_main:
             logging.getLogger("mot").setLevel(logging.WARNING)
-        self.objective = objective_for(config, run.setting)
+        self.objective = objective_for(config, run.setting, run)
         self.vocab, self.seq_len = self.objective.vocab, self.objective.seq_len
         with torch.device(self.device):  # built where it trains: no full host copy per process at scale
             self.model = self.objective.build_model(run).to(self.device)

@@ -205,23 +205,26 @@ def gap_rows(results) -> list[dict]:
 
 def prompt_rows(results) -> list[dict]:
     """Does each run's generation follow its prompt? Per seed, the CLIP score of its images with their own
-    prompts minus with another image's prompt (eval/clip_score − eval/clip_score_shuffled: the same images, so
-    the difference is paired); mean, 95% t-interval, one-sided t-test of "gap <= 0", Holm over the table."""
+    prompts minus with another image's prompt (eval/clip_score − eval/clip_score_shuffled), Holm over the table."""
     keys = ("eval/clip_score", "eval/clip_score_shuffled")
     rows = []
     for base, names in results.groups.items():
         scored = [results.metrics[n] for n in names if all(results.metrics[n].get(k) is not None for k in keys)]
-        if not scored:
-            continue
-        gaps = np.array([m[keys[0]] - m[keys[1]] for m in scored])
-        interval = t_interval(gaps.tolist())
-        p = (PValue(stats.ttest_1samp(gaps, 0.0, alternative="greater").pvalue)
-             if len(gaps) >= 2 and gaps.std(ddof=1) > 0 else "")
-        rows.append({"run": base, "arch": results.arch[base], "seeds": len(gaps),
-                     "clip_score": float(np.mean([m[keys[0]] for m in scored])),
-                     "clip_score_shuffled": float(np.mean([m[keys[1]] for m in scored])),
-                     "gap_seeds": ";".join(f"{g:.2f}" for g in gaps), "gap": float(gaps.mean()),
-                     "gap_ci_low": "" if interval is None else interval.low,
-                     "gap_ci_high": "" if interval is None else interval.high, "p": p})
+        if scored:
+            rows.append({"run": base, "arch": results.arch[base],
+                         **prompt_gap([m[keys[0]] for m in scored], [m[keys[1]] for m in scored])})
     add_holm(rows)
     return rows
+
+
+def prompt_gap(own: list[float], shuffled: list[float]) -> dict:
+    """CLIP scores of the same images with their own prompts and with shuffled ones, one pair per seed: the
+    paired gap's mean, 95% t-interval and one-sided t-test of "gap <= 0" (the images do not follow the prompts)."""
+    gaps = np.subtract(own, shuffled)
+    interval = t_interval(gaps.tolist())
+    p = (PValue(stats.ttest_1samp(gaps, 0.0, alternative="greater").pvalue)
+         if len(gaps) >= 2 and gaps.std(ddof=1) > 0 else "")
+    return {"seeds": len(gaps), "clip_score": float(np.mean(own)), "clip_score_shuffled": float(np.mean(shuffled)),
+            "gap_seeds": ";".join(f"{g:.2f}" for g in gaps), "gap": float(gaps.mean()),
+            "gap_ci_low": "" if interval is None else interval.low,
+            "gap_ci_high": "" if interval is None else interval.high, "p": p}

@@ -1,5 +1,6 @@
 """The real DAG on configs/smoke.yaml, end to end, into a real MLflow store; then what a rerun plans on it."""
 
+import csv
 import json
 import os
 import subprocess
@@ -233,3 +234,26 @@ def test_changing_the_clip_config_refits_clip_and_re_evaluates_with_nothing_upst
     # tokenizers, tokens or training
     assert planned_jobs(changed) == {"fit_clip": 1, "fid_reference": 1, "fid_random": 3, "evaluate": 8, "report": 3,
                                      "all": 1, "total": 17}
+
+
+@pytest.mark.slow
+def test_a_sampler_sweep_reproduces_the_evaluate_stage_at_the_studys_own_values_and_changes_no_run(study):
+    from evaluation.sampling import main as sampling
+    setting = "transfusion"
+    metrics = {name: json.loads((study.root / setting / name / "eval" / "metrics.json").read_text())
+               for name in ("dense", "mot")}
+    before = {p: p.stat().st_mtime for p in (study.root / setting).glob("*/eval/**/*") if p.is_file()}
+    scale = study.config.get("diffusion", {}).get("cfg_scale", 5.0)
+    assert sampling(["--config", str(study.config_file), "--setting", setting, "--runs", "dense", "mot",
+                     "--values", f"diffusion.cfg_scale={scale},1.0", "--values", "diffusion.ddim_steps=5"]) == 0
+    report = study.root / setting / "report"
+    with open(report / "sampling.csv") as f:
+        rows = {float(r["diffusion.cfg_scale"]): r for r in csv.DictReader(f)}
+    own = [metrics[n]["eval/clip_score"] for n in ("dense", "mot")]
+    shuffled = [metrics[n]["eval/clip_score_shuffled"] for n in ("dense", "mot")]
+    assert float(rows[scale]["clip_score"]) == pytest.approx(sum(own) / 2, rel=1e-5)
+    assert float(rows[scale]["clip_score_shuffled"]) == pytest.approx(sum(shuffled) / 2, rel=1e-5)
+    assert float(rows[scale]["gap"]) == pytest.approx((sum(own) - sum(shuffled)) / 2, rel=1e-5)
+    assert float(rows[1.0]["clip_score"]) != pytest.approx(float(rows[scale]["clip_score"]))  # another sampler
+    assert (report / "sampling" / "cfg_scale1.0_ddim_steps5" / "mot").is_dir()
+    assert {p: p.stat().st_mtime for p in before} == before  # the runs' eval files are untouched

@@ -257,3 +257,30 @@ def test_a_sampler_sweep_reproduces_the_evaluate_stage_at_the_studys_own_values_
     assert float(rows[1.0]["clip_score"]) != pytest.approx(float(rows[scale]["clip_score"]))  # another sampler
     assert (report / "sampling" / "cfg_scale1.0_ddim_steps5" / "mot").is_dir()
     assert {p: p.stat().st_mtime for p in before} == before  # the runs' eval files are untouched
+
+
+@pytest.mark.slow
+def test_caption_use_measures_each_transfusion_runs_loss_with_own_shuffled_and_no_caption(study):
+    from evaluation.caption_use import CAPTIONS, image_loss, main as caption_use
+    from evaluation.stage import Evaluator
+    from mot.config import find_run
+    from mot.config.load import load_config
+    assert caption_use(["--config", str(study.config_file), "--runs", "dense", "mot", "--timesteps", "100", "900",
+                        "--images", "12"]) == 0
+    with open(study.root / "transfusion" / "report" / "caption_use.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], int(r["t"])) for r in rows] == [("dense", 100), ("dense", 900), ("mot", 100), ("mot", 900)]
+    for row in rows:
+        losses = [float(row[f"loss_{c}"]) for c in CAPTIONS]
+        assert all(0 < loss < 10 for loss in losses)
+        assert float(row["shuffled_over_own"]) == pytest.approx(losses[1] / losses[0] - 1, rel=1e-4)
+    # the padding of shorter captions in a batch changes nothing: one image at a time gives the same mean
+    config = load_config([study.config_file])
+    evaluator = Evaluator(config, find_run(config, "transfusion", "mot"))
+    evaluator.load(evaluator.final_state)
+    sequences = evaluator.objective.sequences(config["eval"]["split"], evaluator.model)
+    for captions in CAPTIONS:
+        batched = image_loss(evaluator.model, sequences, evaluator.objective, 100, captions, 12, 64, 0)
+        single = image_loss(evaluator.model, sequences, evaluator.objective, 100, captions, 12, 1, 0)
+        assert batched == pytest.approx(single, rel=1e-4)
+        assert batched == pytest.approx(float([r for r in rows if (r["run"], r["t"]) == ("mot", "100")][0][f"loss_{captions}"]), rel=1e-4)

@@ -364,3 +364,24 @@ def test_a_transfusion_run_changes_its_own_diffusion_section_only(tmp_path):
     with pytest.raises(ConfigError, match=rf"^{path}: settings\.chameleon\.runs\.dense\.diffusion: the chameleon "
                                           r"setting reads no diffusion section .*expected no diffusion on its runs"):
         load_config([path])
+
+
+@pytest.mark.parametrize("name,setting", [("tiny_lr-speech.yaml", "chameleon_speech"),
+                                          ("tiny_lr-transfusion.yaml", "transfusion"),
+                                          ("tiny_transfusion-objective.yaml", "transfusion")])
+def test_the_other_settings_studies_are_the_default_setting_with_only_their_documented_changes(name, setting):
+    default = load_config([REPO / "configs" / "pipeline.yaml"])
+    study = load_config([REPO / "configs" / "experiments" / name])
+    assert list(study["settings"]) == [setting]
+    for section in ("data", "tokenizers", "sequences", "model", "report"):
+        assert study[section] == default[section], section
+    assert {k: v for k, v in study["train"].items() if k != "lr"} == {k: v for k, v in default["train"].items() if k != "lr"}
+    assert {k: v for k, v in study["eval"].items() if k not in ("split", "over_training")} == {
+        k: v for k, v in default["eval"].items() if k not in ("split", "over_training")}
+    ours, theirs = study["settings"][setting], default["settings"][setting]
+    assert ours.get("sequences") == theirs.get("sequences") and ours.get("train") == theirs.get("train")
+    changed = {k: v for k, v in study["diffusion"].items() if v != default["diffusion"][k]}
+    assert changed == ({"prediction": "v_prediction"} if name == "tiny_lr-transfusion.yaml" else {})
+    assert {s.seed for s in run_specs(study)} == set(study["seeds"])
+    for claim in study["claims"]:  # declared at the seeds every run has
+        assert claim["setting"] == setting and claim["seeds"] == len(study["seeds"])

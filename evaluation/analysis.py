@@ -61,7 +61,7 @@ def comparison_rows(results) -> list[dict]:
             if reference == base or not results.has(reference) or frozenset((base, reference)) in pairs:
                 continue
             pairs.add(frozenset((base, reference)))
-            for loss in [m for m in results.losses if results.comparable(base, reference, m)]:
+            for loss in results.comparable_losses(base, reference):
                 diff = compare(results.final_by_seed(base, loss), results.final_by_seed(reference, loss))
                 whole = compare(results.whole_split_by_seed(base, loss), results.whole_split_by_seed(reference, loss))
                 rows.append({"run": base, "arch": results.arch[base], "reference": reference, "loss": loss,
@@ -119,7 +119,7 @@ def speedup_rows(results) -> list[dict]:
     for base, names in results.groups.items():
         if base == baseline:
             continue
-        for loss in [m for m in results.losses if results.comparable(base, baseline, m)]:
+        for loss in results.comparable_losses(base, baseline):
             paired = paired_fractions(results, base, baseline, loss)
             baseline_mean = mean_curve([results.curves[n][loss] for n in results.groups[baseline]])
             vs_mean = [speedup_fractions(baseline_mean, results.curves[n][loss], results.smoothing) for n in names]
@@ -153,7 +153,7 @@ def merge_rows(results) -> list[dict]:
             row = {"modality": m, "run": base, "parameter_sets": results.shared[base], "seeds": len(own),
                    "val_loss": seed_stat(own.values()) or ""}
             for prefix, reference in (("vs_headline_", headline), ("vs_baseline_", baseline)):
-                diff = (None if base == reference or not results.comparable(base, reference, m)
+                diff = (None if base == reference or m not in results.comparable_losses(base, reference)
                         else compare(own, results.final_by_seed(reference, m)))
                 row.update(difference_cells(diff, prefix))
                 row[f"{prefix}se"] = "" if diff is None or diff.se is None else diff.se
@@ -191,7 +191,7 @@ def gap_rows(results) -> list[dict]:
     pairs = [(n, baseline_of[results.seed_of[n]]) for n in results.groups.get(headline, [])
              if results.seed_of[n] in baseline_of]
     rows = []
-    for loss in [m for m in results.losses if results.comparable(headline, baseline, m)] if pairs else []:
+    for loss in results.comparable_losses(headline, baseline) if pairs else []:
         curves = [(results.curves[h][loss], results.curves[b][loss]) for h, b in pairs]
         steps = sorted(set.intersection(*(set(c["step"].tolist()) for pair in curves for c in pair)))
         for step in steps:

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation import tables
+from mot.cli import run_command
 from mot.config import ConfigError, find_run
 from mot.config.load import load_config
 from mot.paths import StudyPaths
@@ -87,20 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", required=True, help="trained transfusion runs")
     parser.add_argument("--timesteps", nargs="+", type=int, default=[50, 200, 400, 600, 800, 950])
     parser.add_argument("--images", type=int, default=512, help="eval-split images (default: %(default)s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        config = load_config(args.config)
-        if SETTING not in config["settings"]:
-            raise ConfigError(f"settings.{SETTING}: the study has no Transfusion setting (caption use is its diagnostic)")
-        for name in args.runs:
-            find_run(config, SETTING, name)
-        bad = [t for t in args.timesteps if not 0 <= t < config["diffusion"]["timesteps"]]
-        if bad:
-            raise ConfigError(f"--timesteps {bad[0]}: expected 0 <= t < diffusion.timesteps ({config['diffusion']['timesteps']})")
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_caption_use_command, parser.parse_args(argv))
+
+
+def _caption_use_command(args) -> int:
+    config = load_config(args.config)
+    if SETTING not in config["settings"]:
+        raise ConfigError(f"settings.{SETTING}: the study has no Transfusion setting (caption use is its diagnostic)")
+    for name in args.runs:
+        find_run(config, SETTING, name)
+    bad = [t for t in args.timesteps if not 0 <= t < config["diffusion"]["timesteps"]]
+    if bad:
+        raise ConfigError(f"--timesteps {bad[0]}: expected 0 <= t < diffusion.timesteps ({config['diffusion']['timesteps']})")
     rows = caption_use(config, args.runs, args.timesteps, args.images)
     out = StudyPaths.from_config(config).report_dir(SETTING)
     out.mkdir(parents=True, exist_ok=True)

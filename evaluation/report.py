@@ -93,7 +93,8 @@ class SettingReport:
             "merges": tables.write_table(merges, out / "merges", tables.merge_columns(roles)),
             "sizes": tables.write_table(sizes, out / "size_sweep", tables.size_sweep_columns()),
             "gap": tables.write_table(gap, out / "gap", tables.gap_columns(roles)),
-            "prompts": tables.write_table(prompts, out / "prompt_following", tables.prompt_columns()),
+            "prompts": tables.write_table(prompts, out / "prompt_following",
+                                          tables.prompt_columns([tables.col("run"), tables.col("arch")])),
             "selection": tables.write_table(results.selection, out / "selection",
                                             tables.selection_columns(results.modalities)),
         }

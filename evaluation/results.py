@@ -95,16 +95,16 @@ class SettingResults:
         """A run's resolved `train.{key}` (e.g. its learning rate); None for a run not in the config."""
         return self.train[base][key] if base in self.train else None
 
-    def comparable(self, base: str, reference: str, loss: str) -> bool:
-        """Whether the two runs' `loss` measure the same quantity (not so for Transfusion image losses of
-        different diffusion.prediction targets, say)."""
-        return self.loss_definition[base][loss] == self.loss_definition[reference][loss]
+    def comparable_losses(self, base: str, reference: str) -> list[str]:
+        """The losses on which the two runs measure the same quantity (not so for Transfusion image losses of
+        different diffusion.prediction targets, say): the only ones compared."""
+        return [m for m in self.losses if self.loss_definition[base][m] == self.loss_definition[reference][m]]
 
     def incomparable(self) -> list[str]:
         """'run vs reference: loss' for each run whose loss measures another quantity than a reference's."""
         references = [r for r in self.roles.references if self.has(r)]
-        return [f"{base} vs {reference}: {loss}" for base in self.groups for reference in references
-                for loss in self.losses if base != reference and not self.comparable(base, reference, loss)]
+        return [f"{base} vs {reference}: {loss}" for base in self.groups for reference in references if base != reference
+                for loss in self.losses if loss not in self.comparable_losses(base, reference)]
 
     def has(self, base: str) -> bool:
         return base in self.groups

@@ -4,8 +4,9 @@ combination of the values given its images are scored as the evaluate stage scor
 their own prompts and with another image's prompt, the same images). Per combination, the own − shuffled gap over
 the runs given (one per seed: a paired difference per seed) with its 95% interval, and Holm over the table.
 
-    python -m evaluation.sampling --config configs/experiments/tiny_transfusion.yaml --setting transfusion \\
-        --runs mot-v-s0 mot-v-s1 --values diffusion.cfg_scale=1,3,5,10 --values diffusion.ddim_steps=25,50
+    python -m evaluation.sampling --config configs/experiments/tiny_lr-transfusion.yaml --setting transfusion \\
+        --runs mot-lr1e-3-s0 mot-lr1e-3-s1 mot-lr1e-3-s2 --values diffusion.cfg_scale=1,3,5,10 \\
+        --values diffusion.ddim_steps=25,50
 
 A value is set for the whole study's config before the run's own changes (a run's `diffusion:` still wins).
 Writes {study}/{setting}/report/sampling.{csv,md} and the image grids of each combination under
@@ -25,7 +26,9 @@ from tqdm import tqdm
 
 from evaluation import tables
 from evaluation.analysis import add_holm, prompt_gap
+from mot.cli import run_command
 from mot.config import ConfigError, find_run
+from mot.config.inputs import config_value
 from mot.config.load import load_config
 from mot.paths import StudyPaths
 from mot.settings import objective_for
@@ -40,11 +43,10 @@ def parse_values(specs: list[str], config: dict) -> dict[str, list]:
         key, sep, values = spec.partition("=")
         if not sep or not values:
             raise ConfigError(f"--values {spec!r}: expected KEY=V1,V2 (e.g. diffusion.cfg_scale=1,3,5)")
-        current = config
-        for part in key.split("."):
-            if not isinstance(current, dict) or part not in current:
-                raise ConfigError(f"--values {key}: no such config key (e.g. diffusion.cfg_scale, eval.images.cfg_scale)")
-            current = current[part]
+        try:
+            current = config_value(config, key)
+        except (KeyError, TypeError):
+            raise ConfigError(f"--values {key}: no such config key (e.g. diffusion.cfg_scale, eval.images.cfg_scale)") from None
         kind = type(current)
         parse = (lambda v: {"true": True, "false": False}[v.lower()]) if kind is bool else kind
         try:
@@ -69,15 +71,17 @@ def sweep(config: dict, setting: str, run_names: list[str], grid: dict[str, list
     from evaluation.stage import Evaluator  # torch, open_clip: only when sampling
     out_dir = StudyPaths.from_config(config).report_dir(setting) / "sampling"
     evaluators = [Evaluator(config, find_run(config, setting, name)) for name in run_names]
+    for evaluator in evaluators:  # the final weights, once: sampling changes none of them
+        evaluator.load(evaluator.final_state)
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     rows = []
     for values in tqdm(combos, desc=f"sampling {setting}", unit="setting"):
         label = "_".join(f"{k.split('.')[-1]}{v}" for k, v in values.items())
+        changed = with_values(config, values)
         own, shuffled, fid = [], [], []
         for evaluator in evaluators:
-            evaluator.objective = objective_for(with_values(config, values), setting, evaluator.run)
+            evaluator.objective = objective_for(changed, setting, evaluator.run)
             evaluator.out_dir = out_dir / label / evaluator.run.name
-            evaluator.load(evaluator.final_state)
             metrics = evaluator.image_metrics(evaluator.final_step, final=False)
             own.append(metrics["eval/clip_score"])
             shuffled.append(metrics["eval/clip_score_shuffled"])
@@ -91,7 +95,7 @@ def sweep(config: dict, setting: str, run_names: list[str], grid: dict[str, list
 
 
 def write(rows: list[dict], grid: dict, out: Path, runs: list[str]) -> str:
-    columns = ([tables.col(k) for k in grid] + tables.prompt_columns()[2:]
+    columns = (tables.prompt_columns([tables.col(k) for k in grid])
                + [tables.Column("fid", "FID (mean)", lambda r: f"{r['fid']:.2f}")])
     table = tables.write_table(rows, out / "sampling", columns)
     text = (f"# Sampler settings on {', '.join(runs)}\n\nEvery combination of {', '.join(grid)}; per run (seed) the "
@@ -109,16 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", required=True, help="trained runs, e.g. the seeds of one run")
     parser.add_argument("--values", action="append", required=True, metavar="KEY=V1,V2",
                         help="a config key and the values to try (repeat for a grid)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        config = load_config(args.config)
-        grid = parse_values(args.values, config)
-        for name in args.runs:
-            find_run(config, args.setting, name)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_sweep_command, parser.parse_args(argv))
+
+
+def _sweep_command(args) -> int:
+    config = load_config(args.config)
+    grid = parse_values(args.values, config)
+    for name in args.runs:
+        find_run(config, args.setting, name)
     rows = sweep(config, args.setting, args.runs, grid)
     out = StudyPaths.from_config(config).report_dir(args.setting)
     out.mkdir(parents=True, exist_ok=True)

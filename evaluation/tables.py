@@ -163,8 +163,9 @@ def selection_columns(modalities) -> list[Column]:
             col("score", "score (sum, seed mean)"), col("picked")]
 
 
-def prompt_columns() -> list[Column]:
-    return [col("run"), col("arch"), col("seeds"),
+def prompt_columns(leading: list[Column]) -> list[Column]:
+    """The prompt-following gap's columns after `leading` (what a row is: a run, or a sampler setting)."""
+    return [*leading, col("seeds"),
             Column("clip_score", "CLIP score", lambda r: f"{r['clip_score']:.2f}"),
             Column("clip_score_shuffled", "shuffled prompts", lambda r: f"{r['clip_score_shuffled']:.2f}"),
             col("gap_seeds", "own − shuffled per seed"), interval_col("gap", "own − shuffled [95% CI]", 2),

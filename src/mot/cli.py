@@ -282,12 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    return run_command(args.func, args, args.verbose)
+
+
+def run_command(func, args, verbose: bool = False) -> int:
+    """One command with the command line's logging and one-line errors (config error: exit 2, data error: 3);
+    also the entry of the `python -m evaluation.*` tools."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from mot.tracking import quiet_mlflow
     quiet_mlflow()
     try:
-        return args.func(args)
+        return func(args)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -58,6 +58,7 @@ def semantic_problems(config: dict):
     yield from _text_only_problems(config)
     for setting, setting_cfg in config["settings"].items():
         modalities = setting_cfg["modalities"]
+        objective = registry.objective_class(config, setting)
         for run_name, run_cfg in setting_cfg["runs"].items():
             at = ["settings", setting, "runs", run_name]
             model = resolve_section(config, setting, run_name, "model")
@@ -81,11 +82,11 @@ def semantic_problems(config: dict):
             elif moe_modalities and "ffn" not in run_cfg.get("untie", []) and set(moe_modalities) != set(modalities):
                 yield at + ["moe", "modalities"], ("a shared FFN is an MoE for every modality: list all of "
                                                    f"{modalities} or add ffn to untie")
-            reads = registry.objective_class(config, setting).config_sections
             for section in OBJECTIVE_SECTIONS:
-                if run_cfg.get(section) and section not in reads:
+                if run_cfg.get(section) and section not in objective.config_sections:
                     yield at + [section], (f"the {setting} setting reads no {section} section (it reads: "
-                                           f"{', '.join(reads) or 'none'}); expected no {section} on its runs")
+                                           f"{', '.join(objective.config_sections) or 'none'}); expected no {section} "
+                                           "on its runs")
             yield from _parallel_problems(config, setting, run_name)
         names = {}
         for run_name in setting_cfg["runs"]:
@@ -97,7 +98,6 @@ def semantic_problems(config: dict):
                         f"run {run_name!r} with seed {seed} is named {name!r}, like a seed of run {names[name]!r}; "
                         "rename one of them")
                 names[name] = run_name
-        objective = registry.objective_class(config, setting)
         if sorted(modalities) != sorted(objective.modalities):
             yield ["settings", setting, "modalities"], f"expected {list(objective.modalities)} for the {setting} setting"
         mixture = setting_sequences(config, setting)["mixture"]

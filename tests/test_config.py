@@ -8,6 +8,8 @@ from mot.config.load import load_config
 from mot.config.inputs import run_fingerprint
 from tests.conftest import REPO, snakemake
 
+UNTUNED = REPO / "configs" / "experiments" / "tiny_untuned.yaml"  # the default until issue 23
+
 
 def write(tmp_path, content: dict, name="bad.yaml"):
     path = tmp_path / name
@@ -54,11 +56,11 @@ def test_seeds_most_specific_wins_and_names_follow_each_runs_seed_count(tmp_path
 
 
 def test_tiny_seeds_is_the_default_study_with_three_seeds_where_comparisons_hinge():
-    default = load_config([REPO / "configs" / "pipeline.yaml"])
-    seeded = load_config([REPO / "configs" / "pipeline.yaml", REPO / "configs" / "experiments" / "tiny_seeds.yaml"])
+    default = load_config([UNTUNED])  # the default study its runs were measured on (lr 1e-3, ε-prediction)
+    seeded = load_config([UNTUNED, REPO / "configs" / "experiments" / "tiny_seeds.yaml"])
     assert seeded["study"] == "tiny_seeds"
     for section in ("data", "tokenizers", "model", "train", "sequences", "diffusion", "eval", "report"):
-        assert seeded[section] == default[section], f"tiny_seeds.yaml: {section} differs from pipeline.yaml"
+        assert seeded[section] == default[section], f"tiny_seeds.yaml: {section} differs from tiny_untuned.yaml"
     hinge = {"dense", "mot", "mot-shared_attn", "mot-shared_ffn", "mot-shared_norm",
              "merge-text_image", "merge-text_speech", "merge-image_speech"}
     for setting, setting_cfg in default["settings"].items():
@@ -308,14 +310,14 @@ def test_text_data_and_its_tokenization_are_planned_only_when_a_mixture_draws_te
 
 
 def test_tiny_mixture_is_the_default_chameleon_study_at_three_text_image_ratios_one_study_each():
-    default = load_config([REPO / "configs" / "pipeline.yaml"])
+    default = load_config([UNTUNED])
     experiments = REPO / "configs" / "experiments"
     studies = [load_config([experiments / "tiny_mixture.yaml", *extra]) for extra in
                ([], [experiments / "tiny_mixture-1to1.yaml"], [experiments / "tiny_mixture-2to1.yaml"])]
     assert len({s["study"] for s in studies}) == 3  # one results/{study}/ and one report per ratio
     for study in studies:
         for section in ("model", "train", "eval", "report"):
-            assert study[section] == default[section], f"tiny_mixture: {section} differs from pipeline.yaml"
+            assert study[section] == default[section], f"tiny_mixture: {section} differs from tiny_untuned.yaml"
         assert {k: v for k, v in study["sequences"].items() if k != "mixture"} == {
             k: v for k, v in default["sequences"].items() if k != "mixture"}
         assert study["data"]["synthetic"] == default["data"]["synthetic"]
@@ -346,18 +348,18 @@ def test_a_transfusion_run_changes_its_own_diffusion_section_only(tmp_path):
     default = load_config([REPO / "configs" / "smoke.yaml"])
     fingerprints = {(s.setting, s.name): run_fingerprint(default, s) for s in run_specs(default)}
     changed = base()
-    changed["settings"]["transfusion"]["runs"]["mot-v"] = {"arch": "mot", "untie": ["attn", "ffn", "norm"],
-                                                           "diffusion": {"prediction": "v_prediction", "loss_weight": 1.0}}
+    changed["settings"]["transfusion"]["runs"]["mot-eps"] = {"arch": "mot", "untie": ["attn", "ffn", "norm"],
+                                                             "diffusion": {"prediction": "epsilon", "loss_weight": 1.0}}
     loaded = load_config([write(tmp_path, changed)])
     after = {(s.setting, s.name): run_fingerprint(loaded, s) for s in run_specs(loaded)}
-    assert {k: v for k, v in after.items() if k != ("transfusion", "mot-v")} == fingerprints  # the others keep theirs
-    run = find_run(loaded, "transfusion", "mot-v")
-    assert after[("transfusion", "mot-v")] != fingerprints[("transfusion", "mot")]
+    assert {k: v for k, v in after.items() if k != ("transfusion", "mot-eps")} == fingerprints  # the others keep theirs
+    run = find_run(loaded, "transfusion", "mot-eps")
+    assert after[("transfusion", "mot-eps")] != fingerprints[("transfusion", "mot")]
     own = objective_for(loaded, "transfusion", run).dcfg
-    assert (own["prediction"], own["loss_weight"]) == ("v_prediction", 1.0)
+    assert (own["prediction"], own["loss_weight"]) == ("epsilon", 1.0)
     assert own["ddim_steps"] == loaded["diffusion"]["ddim_steps"]  # the rest is the study's section
     study = objective_for(loaded, "transfusion", find_run(loaded, "transfusion", "mot")).dcfg
-    assert (study["prediction"], study["loss_weight"]) == ("epsilon", loaded["diffusion"]["loss_weight"])
+    assert (study["prediction"], study["loss_weight"]) == ("v_prediction", loaded["diffusion"]["loss_weight"])
 
     changed["settings"]["chameleon"]["runs"]["dense"]["diffusion"] = {"loss_weight": 1.0}
     path = write(tmp_path, changed)
@@ -370,7 +372,7 @@ def test_a_transfusion_run_changes_its_own_diffusion_section_only(tmp_path):
                                           ("tiny_lr-transfusion.yaml", "transfusion"),
                                           ("tiny_transfusion-objective.yaml", "transfusion")])
 def test_the_other_settings_studies_are_the_default_setting_with_only_their_documented_changes(name, setting):
-    default = load_config([REPO / "configs" / "pipeline.yaml"])
+    default = load_config([UNTUNED])
     study = load_config([REPO / "configs" / "experiments" / name])
     assert list(study["settings"]) == [setting]
     for section in ("data", "tokenizers", "sequences", "model", "report"):
@@ -385,3 +387,28 @@ def test_the_other_settings_studies_are_the_default_setting_with_only_their_docu
     assert {s.seed for s in run_specs(study)} == set(study["seeds"])
     for claim in study["claims"]:  # declared at the seeds every run has
         assert claim["setting"] == setting and claim["seeds"] == len(study["seeds"])
+
+
+@pytest.mark.parametrize("setting,sweep,picks", [
+    ("chameleon", "tiny_lr.yaml", {"dense": "dense-lr4e-3", "mot": "mot-lr2e-3"}),
+    ("chameleon_speech", "tiny_lr-speech.yaml", {"dense": "dense-lr4e-3", "mot": "mot-lr2e-3"}),
+    ("transfusion", "tiny_lr-transfusion.yaml", {"dense": "dense-lr2e-3", "mot": "mot-lr1e-3"}),
+])
+def test_the_defaults_dense_and_mot_train_as_the_lr_sweeps_picks(setting, sweep, picks):
+    """The default study's dense and mot are each lr sweep's picks (README "The default, from the evidence"): the
+    same run config (names and study apart), data, tokenizers, sequences and objective as the sweep's seed-0 run,
+    so the default's one seed reproduces the sweep's seed 0."""
+    from mot.config.inputs import RESULT_NEUTRAL_TRAIN_KEYS, setting_inputs
+
+    def trained_as(config, spec):
+        run = {k: v for k, v in spec.as_dict().items() if k not in ("study", "run")}
+        run["train"] = {k: v for k, v in run["train"].items() if k not in RESULT_NEUTRAL_TRAIN_KEYS}
+        return run, setting_inputs(config, setting)
+
+    default = load_config([REPO / "configs" / "pipeline.yaml"])
+    study = load_config([REPO / "configs" / "experiments" / sweep])
+    for name, pick in picks.items():
+        ours = next(s for s in run_specs(default, setting) if s.name == name)
+        theirs = next(s for s in run_specs(study, setting) if s.base_name == pick and s.seed == ours.seed)
+        assert trained_as(default, ours) == trained_as(study, theirs), (setting, name, pick)
+    assert default["diffusion"]["prediction"] == "v_prediction"  # the objective whose samples follow their prompts

@@ -34,7 +34,8 @@ def test_claims_default_to_the_roles_and_name_what_they_test():
         ("chameleon_speech", "mot", "dense", "speech", "steps_frac"),
         ("transfusion", "mot", "dense", "image", "steps_frac")}
     assert str(claims_for(config, "transfusion")[0]) == "mot vs dense, image, steps_frac < 1"
-    seeds = load_config([REPO / "configs" / "pipeline.yaml", REPO / "configs" / "experiments" / "tiny_seeds.yaml"])
+    experiments = REPO / "configs" / "experiments"
+    seeds = load_config([experiments / "tiny_untuned.yaml", experiments / "tiny_seeds.yaml"])
     assert [str(c) for c in claims_for(seeds)] == [str(c) for c in claims]  # the same claims, more seeds
     assert all(c.seeds == 1 for c in claims) and all(c.seeds > 1 for c in claims_for(seeds))
 

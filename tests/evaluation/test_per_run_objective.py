@@ -16,16 +16,16 @@ from tests.evaluation.test_report import make_study, read_csv
 SEEDS = [0, 1, 2]
 FINAL = {"dense": {"text": [1.10, 1.12, 1.11], "image": [0.23, 0.24, 0.235]},
          "mot": {"text": [1.05, 1.06, 1.04], "image": [0.22, 0.225, 0.23]},
-         "mot-v": {"text": [1.07, 1.08, 1.06], "image": [0.45, 0.46, 0.44]}}
-CURVES = {name: {"text": [5, 2.0, 1.5, 1.2], "image": [1.0, 0.6, 0.4, 0.3 if name != "mot-v" else 0.5]}
+         "mot-eps": {"text": [1.07, 1.08, 1.06], "image": [0.45, 0.46, 0.44]}}
+CURVES = {name: {"text": [5, 2.0, 1.5, 1.2], "image": [1.0, 0.6, 0.4, 0.3 if name != "mot-eps" else 0.5]}
           for name in FINAL}
 MOT = ["attn", "ffn", "norm"]
 RUNS = {"dense": {"arch": "dense", "untie": [], "seeds": SEEDS},
         "mot": {"arch": "mot", "untie": MOT, "seeds": SEEDS},
-        "mot-v": {"arch": "mot", "untie": MOT, "seeds": SEEDS, "diffusion": {"prediction": "v_prediction"}}}
+        "mot-eps": {"arch": "mot", "untie": MOT, "seeds": SEEDS, "diffusion": {"prediction": "epsilon"}}}
 # CLIP score with own prompts and with shuffled ones, per run and seed
 CLIP = {"dense": ([15.0, 14.1, 15.3], [14.8, 14.6, 15.0]), "mot": ([15.5, 14.0, 15.1], [15.0, 15.2, 14.9]),
-        "mot-v": ([24.0, 26.5, 22.9], [15.1, 14.8, 15.6])}
+        "mot-eps": ([24.0, 26.5, 22.9], [15.1, 14.8, 15.6])}
 
 
 @pytest.fixture
@@ -43,17 +43,17 @@ def test_image_losses_of_another_prediction_target_are_not_compared_text_losses_
     config, _ = study
     results = SettingResults(config, "transfusion")
     assert results.comparable_losses("mot", "dense") == ["text", "image"]
-    assert results.comparable_losses("mot-v", "dense") == ["text"] == results.comparable_losses("mot-v", "mot")
+    assert results.comparable_losses("mot-eps", "dense") == ["text"] == results.comparable_losses("mot-eps", "mot")
     out = report(config, "transfusion").parent
     compared = {(r["run"], r["reference"], r["loss"]) for r in read_csv(out / "comparisons.csv")}
-    assert ("mot-v", "dense", "text") in compared and ("mot-v", "mot", "text") in compared
+    assert ("mot-eps", "dense", "text") in compared and ("mot-eps", "mot", "text") in compared
     assert ("mot", "dense", "image") in compared
-    assert not {row for row in compared if "mot-v" in row[:2] and row[2] == "image"}
+    assert not {row for row in compared if "mot-eps" in row[:2] and row[2] == "image"}
     speedup = {(r["run"], r["loss"]) for r in read_csv(out / "speedup.csv")}
-    assert ("mot-v", "text") in speedup and ("mot-v", "image") not in speedup and ("mot", "image") in speedup
+    assert ("mot-eps", "text") in speedup and ("mot-eps", "image") not in speedup and ("mot", "image") in speedup
     text = (out / "report.md").read_text()
     assert "Not compared (the two losses measure different quantities" in text
-    assert "mot-v vs mot: image; mot-v vs dense: image" in text
+    assert "mot-eps vs mot: image; mot-eps vs dense: image" in text
 
 
 def test_prompt_following_is_the_paired_gap_to_shuffled_prompts_with_interval_p_and_holm(study):
@@ -71,6 +71,6 @@ def test_prompt_following_is_the_paired_gap_to_shuffled_prompts_with_interval_p_
         p_values[base] = stats.ttest_1samp(gaps, 0.0, alternative="greater").pvalue
         assert float(row["p"]) == pytest.approx(p_values[base])
     # Holm over the table's three tests: the smallest p times 3
-    assert float(rows["mot-v"]["p_holm"]) == pytest.approx(3 * p_values["mot-v"])
-    assert rows["mot-v"]["differs_p"] == "yes" and rows["dense"]["differs_p"] == "no"
+    assert float(rows["mot-eps"]["p_holm"]) == pytest.approx(3 * p_values["mot-eps"])
+    assert rows["mot-eps"]["differs_p"] == "yes" and rows["dense"]["differs_p"] == "no"
     assert "## Prompt following" in (out / "report.md").read_text()

@@ -28,17 +28,17 @@ def plan(tmp_path, *configs) -> tuple[str, list[str]]:
 
 
 def with_base(path) -> list:
-    """A study file alone; an overlay after its base: the file its own documented command puts first
+    """A study file alone; an overlay after its base: the files its own documented command puts first
     (`--configfile configs/experiments/tiny_untuned.yaml configs/experiments/tiny_seeds.yaml`), else the experiment
     its name extends (tiny_mixture-1to1.yaml after tiny_mixture.yaml), else the default study."""
     try:
         load_config([path], check_paths=False)
         return [path]
     except ConfigError:
-        documented = re.search(rf"--configfile (\S+\.yaml) (?:\S+\.yaml )*configs/experiments/{re.escape(path.name)}",
-                               path.read_text())
+        documented = re.search(rf"--configfile ((?:\S+\.yaml )+)configs/experiments/{re.escape(path.name)}",
+                               re.sub(r" *\\\n# *", " ", path.read_text()))  # a command over comment lines is one
         if documented:
-            return [REPO / documented.group(1), path]
+            return [*(REPO / base for base in documented.group(1).split()), path]
         bases = [p for p in EXPERIMENTS if p != path and path.stem.startswith(p.stem)]
         return [max(bases, key=lambda p: len(p.stem)) if bases else REPO / "configs" / "pipeline.yaml", path]
 

@@ -103,8 +103,10 @@ class SettingResults:
     def incomparable(self) -> list[str]:
         """'run vs reference: loss' for each run whose loss measures another quantity than a reference's."""
         references = [r for r in self.roles.references if self.has(r)]
-        return [f"{base} vs {reference}: {loss}" for base in self.groups for reference in references if base != reference
-                for loss in self.losses if loss not in self.comparable_losses(base, reference)]
+        pairs = {(base, reference): self.comparable_losses(base, reference)
+                 for base in self.groups for reference in references if base != reference}
+        return [f"{base} vs {reference}: {loss}" for (base, reference), comparable in pairs.items()
+                for loss in self.losses if loss not in comparable]
 
     def has(self, base: str) -> bool:
         return base in self.groups

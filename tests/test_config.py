@@ -398,12 +398,12 @@ def test_the_defaults_dense_and_mot_train_as_the_lr_sweeps_picks(setting, sweep,
     """The default study's dense and mot are each lr sweep's picks (README "The default, from the evidence"): the
     same run config (names and study apart), data, tokenizers, sequences and objective as the sweep's seed-0 run,
     so the default's one seed reproduces the sweep's seed 0."""
-    from mot.config.inputs import RESULT_NEUTRAL_TRAIN_KEYS, setting_inputs
+    from mot.config.inputs import run_inputs
 
-    def trained_as(config, spec):
-        run = {k: v for k, v in spec.as_dict().items() if k not in ("study", "run")}
-        run["train"] = {k: v for k, v in run["train"].items() if k not in RESULT_NEUTRAL_TRAIN_KEYS}
-        return run, setting_inputs(config, setting)
+    def trained_as(config, spec):  # what the run's fingerprint hashes, less its names and kept snapshots
+        inputs = {k: v for k, v in run_inputs(config, spec).items() if k != "snapshots"}
+        inputs["run"] = {k: v for k, v in inputs["run"].items() if k not in ("study", "run")}
+        return inputs
 
     default = load_config([REPO / "configs" / "pipeline.yaml"])
     study = load_config([REPO / "configs" / "experiments" / sweep])

@@ -28,11 +28,17 @@ def fingerprint(*objects: Any) -> str:
 RESULT_NEUTRAL_TRAIN_KEYS = ("data_workers", "sorted_attention")
 
 
-def run_fingerprint(config: dict, run: RunSpec) -> str:
-    """Hash of everything that determines a run's result (Snakemake reruns it when it changes)."""
+def run_inputs(config: dict, run: RunSpec) -> dict:
+    """Everything that determines a run's result: its resolved run config (less the result-neutral train keys), the
+    steps whose weights it keeps, and what its setting reads (data, tokenizers, sequences, objective)."""
     as_dict = run.as_dict()
     as_dict["train"] = {k: v for k, v in run.train.items() if k not in RESULT_NEUTRAL_TRAIN_KEYS}
-    return fingerprint({"run": as_dict, "snapshots": run.snapshot_steps(config), **setting_inputs(config, run.setting)})
+    return {"run": as_dict, "snapshots": run.snapshot_steps(config), **setting_inputs(config, run.setting)}
+
+
+def run_fingerprint(config: dict, run: RunSpec) -> str:
+    """Hash of run_inputs (Snakemake reruns the run when it changes)."""
+    return fingerprint(run_inputs(config, run))
 
 
 def image_data(config: dict) -> dict:
